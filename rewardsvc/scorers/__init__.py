@@ -1,0 +1,5 @@
+"""Scorers: the compute layer. See `base.Scorer` and `rewardsvc.registry`."""
+
+from rewardsvc.scorers.base import NoConfig, NoOptions, Scorer, option
+
+__all__ = ["Scorer", "NoConfig", "NoOptions", "option"]

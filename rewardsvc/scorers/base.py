@@ -1,0 +1,59 @@
+"""The one interface every scorer implements; knows nothing of gRPC.
+
+A scorer is a class with a `Config` dataclass (its YAML stanza) and an `Options` dataclass (what a
+request may set), and an async `score(items, options) -> results` returning one Result per item in
+order. Per-item problems are Results with `error` set, never exceptions.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from rewardsvc.types import Item, Result
+
+
+@dataclasses.dataclass
+class NoConfig:
+    """For scorers without configuration."""
+
+
+@dataclasses.dataclass
+class NoOptions:
+    """For scorers without per-request options."""
+
+
+def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
+    """A dataclass field with a help text (shown by ListScorers and `rewardsvc scorers`)."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+class Scorer(abc.ABC):
+    """Base class: subclasses set `kind`, `description`, `Config`, `Options` and `score`."""
+
+    kind: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    Config: ClassVar[type] = NoConfig
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, name: str, config: Any) -> None:
+        self.name = name
+        self.config = config
+
+    async def start(self, peers: Mapping[str, "Scorer"]) -> None:
+        """Load models, start worker pools. `peers` are the other hosted scorers (for composites)."""
+
+    async def close(self) -> None:
+        """Release workers and models."""
+
+    def check_item(self, item: Item) -> str | None:
+        """Return why `item` can't be scored by this scorer (it gets an INVALID_ITEM error), or None."""
+        return None
+
+    @abc.abstractmethod
+    async def score(self, items: Sequence[Item], options: Any) -> list[Result]:
+        """Score `items` (already checked); one Result per item, same order."""

@@ -1,0 +1,154 @@
+"""The scoring service: hosts the configured scorers and enforces the per-item contract.
+
+Used by the gRPC server and, unchanged, in-process by the CLI and `rewardsvc eval`. It knows
+nothing of gRPC or torch: it checks items, dispatches them to a scorer, and guarantees exactly one
+Result per item, in order, turning any scorer failure into per-item errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rewardsvc.config import Config, load_config
+from rewardsvc.dataclass_dict import describe_fields, from_dict
+from rewardsvc.errors import InvalidOptionsError, LimitExceededError, UnknownScorerError
+from rewardsvc.registry import scorer_class
+from rewardsvc.scorers.base import Scorer
+from rewardsvc.types import ErrorCode, Item, Result
+
+log = logging.getLogger("rewardsvc.service")
+
+
+@dataclass
+class ScoreTiming:
+    queue_time_ns: int = 0
+    compute_time_ns: int = 0
+
+
+class ScoringService:
+    """All hosted scorers behind one `score(scorer, items, options)` call."""
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config or load_config()
+        self.scorers: dict[str, Scorer] = {}
+        self._started = False
+
+    async def start(self) -> None:
+        """Instantiate and start every configured scorer (models load, worker pools spawn)."""
+        if self._started:
+            return
+        for spec in self.config.scorers:
+            self.scorers[spec.name] = scorer_class(spec.type)(spec.name, spec.config)
+        try:
+            for name, scorer in self.scorers.items():
+                t0 = time.perf_counter()
+                await scorer.start(self.scorers)
+                log.info("scorer %s (%s) ready in %.1fs", name, scorer.kind, time.perf_counter() - t0)
+        except BaseException:
+            await self.close()
+            raise
+        self._started = True
+
+    async def close(self) -> None:
+        for scorer in self.scorers.values():
+            try:
+                await scorer.close()
+            except Exception:  # closing the others matters more than one close failing
+                log.exception("closing scorer %s failed", scorer.name)
+        self._started = False
+
+    async def __aenter__(self) -> "ScoringService":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def scorer_infos(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": name,
+                "kind": s.kind,
+                "description": s.description,
+                "options": describe_fields(s.Options),
+            }
+            for name, s in self.scorers.items()
+        ]
+
+    def get(self, name: str) -> Scorer:
+        try:
+            return self.scorers[name]
+        except KeyError:
+            raise UnknownScorerError(
+                f"no scorer named {name!r} on this server; hosted: {sorted(self.scorers)}"
+            ) from None
+
+    def parse_options(self, scorer: Scorer, options: dict[str, Any] | None) -> Any:
+        try:
+            return from_dict(scorer.Options, options or {}, f"options for scorer {scorer.name!r}")
+        except ValueError as exc:
+            raise InvalidOptionsError(str(exc)) from None
+
+    async def score(
+        self, scorer_name: str, items: Sequence[Item], options: dict[str, Any] | None = None
+    ) -> list[Result]:
+        results, _ = await self.score_timed(scorer_name, items, options)
+        return results
+
+    async def score_timed(
+        self, scorer_name: str, items: Sequence[Item], options: dict[str, Any] | None = None
+    ) -> tuple[list[Result], ScoreTiming]:
+        """Score `items`; request-level problems raise RewardServiceError, item problems don't."""
+        scorer = self.get(scorer_name)
+        opts = self.parse_options(scorer, options)
+        limit = self.config.server.max_items_per_request
+        if len(items) > limit:
+            raise LimitExceededError(
+                f"{len(items)} items in one request; the limit (max_items_per_request) is {limit}: "
+                "split the batch (the client does this for you)"
+            )
+        t0 = time.perf_counter_ns()
+        results: list[Result | None] = [None] * len(items)
+        todo: list[int] = []
+        max_chars = self.config.server.max_text_chars
+        for i, item in enumerate(items):
+            why = self._check(scorer, item, max_chars)
+            if why is None:
+                todo.append(i)
+            else:
+                results[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, why)
+        if todo:
+            batch = [items[i] for i in todo]
+            try:
+                scored = await scorer.score(batch, opts)
+                if len(scored) != len(batch):
+                    raise RuntimeError(f"scorer returned {len(scored)} results for {len(batch)} items")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("scorer %s failed on a batch of %d", scorer_name, len(batch))
+                msg = f"scorer {scorer_name!r} failed: {type(exc).__name__}: {exc}"
+                scored = [Result.failed(it.id, ErrorCode.INTERNAL, msg) for it in batch]
+            for i, res in zip(todo, scored):
+                res.id = items[i].id
+                results[i] = res
+        timing = ScoreTiming(compute_time_ns=time.perf_counter_ns() - t0)
+        return [r for r in results if r is not None], timing
+
+    @staticmethod
+    def _check(scorer: Scorer, item: Item, max_chars: int) -> str | None:
+        size = len(item.prompt_text) + len(item.response_text) + len(item.reference or "")
+        size += sum(len(s) for s in item.steps)
+        if size > max_chars:
+            return (
+                f"item is {size} characters long; the server's limit (max_text_chars) is {max_chars}"
+            )
+        try:
+            return scorer.check_item(item)
+        except Exception as exc:  # a buggy check must not fail the batch
+            return f"item check failed: {type(exc).__name__}: {exc}"
