@@ -1,0 +1,1 @@
+"""Compute backends: load models and run forward passes. Know nothing of gRPC or requests."""

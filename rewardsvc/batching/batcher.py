@@ -1,0 +1,183 @@
+"""Dynamic batching across concurrent requests.
+
+Callers `submit(payload, cost)` and await a future. One loop collects queued entries, waits at most
+`max_wait_ms` for company, then forms batches under `max_batch_tokens` (sum of padded cost: batch
+size x longest cost) and `max_batch_size`, taking entries in length order so a batch pads little.
+Cancelled entries are dropped before they reach the compute function. The compute function runs in
+a worker thread so a slow backend never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+log = logging.getLogger("rewardsvc.batching")
+
+
+class QueueFullError(RuntimeError):
+    """The batcher's queue is at `max_queue_items`: the caller should report RESOURCE_EXHAUSTED."""
+
+
+@dataclass
+class BatcherConfig:
+    max_batch_tokens: int = field(default=16384, metadata={"help": "padded tokens per forward pass"})
+    max_batch_size: int = field(default=64, metadata={"help": "items per forward pass"})
+    max_wait_ms: float = field(default=5.0, metadata={"help": "how long a lone item waits for company"})
+    max_queue_items: int = field(default=100_000, metadata={"help": "queued items beyond this are refused"})
+
+
+@dataclass
+class _Entry(Generic[P, R]):
+    payload: P
+    cost: int
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    items: int = 0
+    padded_tokens: int = 0
+    real_tokens: int = 0
+
+    @property
+    def fill_ratio(self) -> float:
+        return self.real_tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+class DynamicBatcher(Generic[P, R]):
+    """Groups payloads from concurrent callers into batches for `compute(payloads) -> results`.
+
+    `compute` is synchronous (a model forward) and runs in a thread; it must return one result per
+    payload, in order. If it raises, every entry of that batch gets the exception.
+    """
+
+    def __init__(self, compute: Callable[[list[P]], Sequence[R]], config: BatcherConfig | None = None,
+                 name: str = "batcher") -> None:
+        self.compute = compute
+        self.config = config or BatcherConfig()
+        self.name = name
+        self.stats = BatchStats()
+        self._queue: list[_Entry[P, R]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def submit(self, payload: P, cost: int) -> "asyncio.Future[R]":
+        """Queue one payload of `cost` tokens; the returned future resolves to its result."""
+        if len(self._queue) >= self.config.max_queue_items:
+            raise QueueFullError(
+                f"{self.name}: {len(self._queue)} items queued, the limit (max_queue_items) is "
+                f"{self.config.max_queue_items}; retry later"
+            )
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._run(), name=f"{self.name}-loop")
+        fut: asyncio.Future[R] = loop.create_future()
+        self._queue.append(_Entry(payload, max(1, int(cost)), fut))
+        self._wakeup.set()
+        return fut
+
+    async def score_all(self, payloads: Sequence[P], costs: Sequence[int]) -> list[R]:
+        """Submit many and await them all; cancelling this cancels (drops) the queued ones."""
+        futures = [self.submit(p, c) for p, c in zip(payloads, costs)]
+        try:
+            return list(await asyncio.gather(*futures))
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        for e in self._queue:
+            e.future.cancel()
+        self._queue.clear()
+
+    def _take_batch(self) -> list[_Entry[P, R]]:
+        """Pop the next batch: shortest-first under the token and size budgets."""
+        self._queue = [e for e in self._queue if not e.future.done()]
+        if not self._queue:
+            return []
+        # The oldest entry always goes in the next batch, so long items can't starve.
+        oldest = min(self._queue, key=lambda e: e.enqueued)
+        ordered = sorted(self._queue, key=lambda e: e.cost)
+        start = ordered.index(oldest)
+        batch: list[_Entry[P, R]] = [oldest]
+        longest = oldest.cost
+        # Grow around the oldest entry in length order, neighbours first, to keep padding low.
+        lo, hi = start - 1, start + 1
+        cfg = self.config
+        while len(batch) < cfg.max_batch_size and (lo >= 0 or hi < len(ordered)):
+            cand_hi = ordered[hi] if hi < len(ordered) else None
+            cand_lo = ordered[lo] if lo >= 0 else None
+            pick_hi = cand_hi is not None and (cand_lo is None or cand_hi.cost - longest <= longest - cand_lo.cost)
+            cand = cand_hi if pick_hi else cand_lo
+            assert cand is not None
+            new_longest = max(longest, cand.cost)
+            if new_longest * (len(batch) + 1) > cfg.max_batch_tokens:
+                if pick_hi:
+                    hi = len(ordered)  # longer ones won't fit either; try shorter
+                    continue
+                break
+            batch.append(cand)
+            longest = new_longest
+            if pick_hi:
+                hi += 1
+            else:
+                lo -= 1
+        taken = set(map(id, batch))
+        self._queue = [e for e in self._queue if id(e) not in taken]
+        batch.sort(key=lambda e: e.cost)
+        return batch
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            # Give concurrent callers a moment to join, unless a full batch is already waiting.
+            oldest = min((e.enqueued for e in self._queue), default=time.perf_counter())
+            wait = self.config.max_wait_ms / 1000 - (time.perf_counter() - oldest)
+            queued_tokens = sum(e.cost for e in self._queue)
+            if wait > 0 and len(self._queue) < self.config.max_batch_size and queued_tokens < self.config.max_batch_tokens:
+                await asyncio.sleep(wait)
+            batch = self._take_batch()
+            if not batch:
+                continue
+            payloads = [e.payload for e in batch]
+            try:
+                results = await asyncio.to_thread(self.compute, payloads)
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{self.name}: compute returned {len(results)} results for {len(batch)}")
+            except Exception as exc:  # every caller in the batch gets the error, the loop lives on
+                log.exception("%s: batch of %d failed", self.name, len(batch))
+                for e in batch:
+                    if not e.future.done():
+                        e.future.set_exception(exc)
+                continue
+            longest = max(e.cost for e in batch)
+            self.stats.batches += 1
+            self.stats.items += len(batch)
+            self.stats.padded_tokens += longest * len(batch)
+            self.stats.real_tokens += sum(e.cost for e in batch)
+            for e, r in zip(batch, results):
+                if not e.future.done():
+                    e.future.set_result(r)
