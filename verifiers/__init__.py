@@ -1,0 +1,1 @@
+"""Verifiers: rule-based rewards (math, code) that need no model."""

@@ -1,0 +1,161 @@
+"""`rewardsvc` command line: serve, score, scorers, train, eval."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from rewardsvc.config import Config, load_config
+from rewardsvc.errors import RewardServiceError
+from rewardsvc.types import ErrorCode, Item, Result, item_from_dict
+
+
+def _load(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    if getattr(args, "host", None):
+        config.server.host = args.host
+    if getattr(args, "port", None) is not None:
+        config.server.port = args.port
+    return config
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rewardsvc.server import serve
+
+    asyncio.run(serve(_load(args)))
+    return 0
+
+
+def read_items(stream: TextIO) -> Iterator[Item | Result]:
+    """Items from JSONL; a line that is not a valid item becomes an INVALID_ITEM Result."""
+    for n, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            item = item_from_dict(data)
+            if "id" not in data:
+                item.id = str(n)
+            yield item
+        except (ValueError, TypeError) as exc:
+            yield Result.failed(f"line-{n}", ErrorCode.INVALID_ITEM, f"line {n}: {exc}")
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    options: dict[str, Any] = json.loads(args.options) if args.options else {}
+    src = open(args.input) if args.input not in (None, "-") else sys.stdin
+    with src:
+        parsed = list(read_items(src))
+    items = [x for x in parsed if isinstance(x, Item)]
+    if args.address:
+        from rewardsvc.client import RewardClient
+
+        with RewardClient(args.address) as client:
+            scored = client.score(args.scorer, items, **options)
+    else:
+        from rewardsvc.service import ScoringService
+
+        async def run() -> list[Result]:
+            config = load_config(args.config)
+            async with ScoringService(config) as service:
+                return await service.score(args.scorer, items, options)
+
+        scored = asyncio.run(run())
+    it = iter(scored)
+    out = open(args.output, "w") if args.output not in (None, "-") else sys.stdout
+    with out:
+        for x in parsed:
+            res = x if isinstance(x, Result) else next(it)
+            out.write(json.dumps(res.to_dict(), ensure_ascii=False) + "\n")
+    return 0
+
+
+def cmd_scorers(args: argparse.Namespace) -> int:
+    if args.address:
+        from rewardsvc.client import RewardClient
+
+        with RewardClient(args.address) as client:
+            infos = client.list_scorers()
+    else:
+        from rewardsvc.dataclass_dict import describe_fields
+        from rewardsvc.registry import scorer_class
+
+        config = load_config(args.config)
+        infos = []
+        for spec in config.scorers:
+            cls = scorer_class(spec.type)
+            infos.append({"name": spec.name, "kind": cls.kind, "description": cls.description,
+                          "options": describe_fields(cls.Options)})
+    if args.json:
+        print(json.dumps(infos, indent=2))
+        return 0
+    for s in infos:
+        print(f"{s['name']}  ({s['kind']})  {s['description']}")
+        for o in s["options"]:
+            print(f"    {o['name']}: {o['type']} = {o['default']}  {o['description']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rewardsvc", description="Reward models and verifiers behind one gRPC API.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the gRPC server")
+    s.add_argument("--config", help="YAML config (default: the built-in default config)")
+    s.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default from config: 50051; 0 = any free port)")
+    s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("score", help="score JSONL items (stdin -> stdout by default)")
+    s.add_argument("--scorer", required=True, help="scorer name (see `rewardsvc scorers`)")
+    s.add_argument("--address", help="server address; without it, score in-process with --config")
+    s.add_argument("--config", help="config for in-process scoring (default: built-in)")
+    s.add_argument("--input", help="items JSONL (default: stdin)")
+    s.add_argument("--output", help="results JSONL (default: stdout)")
+    s.add_argument("--options", help='per-request options as JSON, e.g. \'{"all_or_nothing": true}\'')
+    s.set_defaults(fn=cmd_score)
+
+    s = sub.add_parser("scorers", help="list scorers and their options")
+    s.add_argument("--address", help="ask a running server (default: read the config)")
+    s.add_argument("--config", help="config to read without --address (default: built-in)")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(fn=cmd_scorers)
+
+    sub.add_parser("train", help="train a reward model, PRM or judge (rewardsvc train rm|prm|judge --config F)",
+                   add_help=False)
+    sub.add_parser("eval", help="RewardBench-style evaluation of a scorer (rewardsvc eval --help)", add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # train/eval own their argument parsing; hand them the rest of the command line.
+    if argv and argv[0] == "train":
+        from trainers.cli import main as train_main
+
+        return train_main(argv[1:])
+    if argv and argv[0] == "eval":
+        from rewardsvc.evaluation.cli import main as eval_main
+
+        return eval_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.fn(args)
+    except RewardServiceError as exc:
+        print(f"rewardsvc: error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"rewardsvc: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

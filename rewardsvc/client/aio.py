@@ -1,0 +1,192 @@
+"""AsyncRewardClient: chunked, concurrent, retried scoring over gRPC; results in input order."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from rewardsvc import wire
+from rewardsvc.types import Item, Result, item_from_dict
+from rewardsvc.v1 import reward_pb2 as pb
+from rewardsvc.v1 import reward_pb2_grpc as pb_grpc
+
+ItemLike = Item | dict[str, Any]
+
+# Scoring is read-only, so a call that never reached a scorer or was refused for load can be
+# re-sent; DEADLINE_EXCEEDED is not retried (the caller's time is spent) nor are caller errors.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+class RewardServiceCallError(RuntimeError):
+    """A call failed at the request level (unknown scorer, bad options, server unreachable)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+def as_item(x: ItemLike, index: int) -> Item:
+    if isinstance(x, Item):
+        return x
+    try:
+        item = item_from_dict(x)
+    except ValueError as exc:
+        raise ValueError(f"item {index}: {exc}") from None
+    if "id" not in x:
+        item.id = str(index)
+    return item
+
+
+def channel_target(address: str | Sequence[str]) -> tuple[str, list[tuple[str, Any]]]:
+    """One address, or several for client-side round-robin load balancing."""
+    if isinstance(address, str):
+        return address, []
+    addrs = list(address)
+    if len(addrs) == 1:
+        return addrs[0], []
+    return "ipv4:" + ",".join(addrs), [("grpc.lb_policy_name", "round_robin")]
+
+
+class AsyncRewardClient:
+    """Score items on a rewardsvc server from asyncio code.
+
+    Large batches are split into `chunk_size` chunks sent concurrently (at most `max_in_flight`
+    at once); UNAVAILABLE and RESOURCE_EXHAUSTED are retried with jittered exponential backoff.
+    """
+
+    def __init__(
+        self,
+        address: str | Sequence[str] = "127.0.0.1:50051",
+        *,
+        timeout_s: float | None = 600.0,
+        chunk_size: int = 256,
+        max_in_flight: int = 8,
+        retries: int = 5,
+        backoff_s: float = 0.2,
+        max_message_bytes: int = 64 << 20,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        target, options = channel_target(address)
+        options += [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+        self._stub = pb_grpc.RewardServiceStub(self._channel)
+        self.address = address
+        self.timeout_s = timeout_s
+        self.chunk_size = chunk_size
+        self.max_in_flight = max_in_flight
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.metadata = tuple(metadata)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> "AsyncRewardClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _call(self, request: pb.ScoreRequest, timeout_s: float | None) -> pb.ScoreResponse:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        attempt = 0
+        while True:
+            remaining = None if deadline is None else max(0.001, deadline - loop.time())
+            try:
+                return await self._stub.Score(
+                    request, timeout=remaining, metadata=self.metadata or None, wait_for_ready=attempt > 0
+                )
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if code not in RETRYABLE or attempt >= self.retries:
+                    raise RewardServiceCallError(code, exc.details() or "") from None
+                delay = self.backoff_s * (2**attempt) * random.uniform(0.5, 1.5)
+                if deadline is not None and loop.time() + delay >= deadline:
+                    raise RewardServiceCallError(code, exc.details() or "") from None
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    async def score(
+        self,
+        scorer: str,
+        items: Sequence[ItemLike],
+        *,
+        timeout_s: float | None = None,
+        **options: Any,
+    ) -> list[Result]:
+        """One Result per item, in input order. Items are dicts (the JSONL form) or Items."""
+        typed = [as_item(x, i) for i, x in enumerate(items)]
+        if not typed:
+            return []
+        struct = wire.options_to_struct(options)
+        chunks = [typed[i : i + self.chunk_size] for i in range(0, len(typed), self.chunk_size)]
+        gate = asyncio.Semaphore(self.max_in_flight)
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+
+        async def one(chunk: list[Item]) -> list[Result]:
+            async with gate:
+                request = pb.ScoreRequest(
+                    request_id=uuid.uuid4().hex,
+                    scorer=scorer,
+                    items=[wire.item_to_pb(it) for it in chunk],
+                    options=struct,
+                )
+                response = await self._call(request, timeout)
+            if len(response.results) != len(chunk):
+                raise RewardServiceCallError(
+                    grpc.StatusCode.INTERNAL,
+                    f"server returned {len(response.results)} results for {len(chunk)} items",
+                )
+            return [wire.result_from_pb(r) for r in response.results]
+
+        parts = await asyncio.gather(*(one(c) for c in chunks))
+        return [r for part in parts for r in part]
+
+    async def list_scorers(self, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        try:
+            resp = await self._stub.ListScorers(pb.ListScorersRequest(), timeout=timeout_s, metadata=self.metadata or None)
+        except grpc.aio.AioRpcError as exc:
+            raise RewardServiceCallError(exc.code(), exc.details() or "") from None
+        return [
+            {
+                "name": s.name,
+                "kind": s.kind,
+                "description": s.description,
+                "options": [
+                    {"name": o.name, "type": o.type, "default": o.default, "description": o.description}
+                    for o in s.options
+                ],
+            }
+            for s in resp.scorers
+        ]
+
+    async def wait_ready(self, timeout_s: float = 120.0) -> None:
+        """Block until the server's health check says SERVING (scorers loaded)."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            try:
+                resp = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if loop.time() > deadline:
+                raise TimeoutError(f"server at {self.address} not SERVING after {timeout_s:.0f}s")
+            await asyncio.sleep(0.2)

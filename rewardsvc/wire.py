@@ -1,0 +1,138 @@
+"""Protobuf <-> rewardsvc.types conversion, shared by the server and the client."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+from rewardsvc.types import ErrorCode, Item, ItemError, Message, Result, Text
+from rewardsvc.v1 import reward_pb2 as pb
+
+_CODE_TO_PB = {
+    ErrorCode.INVALID_ITEM: pb.INVALID_ITEM,
+    ErrorCode.TIMEOUT: pb.TIMEOUT,
+    ErrorCode.RESOURCE_EXHAUSTED: pb.RESOURCE_EXHAUSTED,
+    ErrorCode.INTERNAL: pb.INTERNAL,
+    ErrorCode.CANCELLED: pb.CANCELLED,
+}
+_PB_TO_CODE = {v: k for k, v in _CODE_TO_PB.items()}
+
+
+def _conv_to_pb(text: Text) -> pb.Conversation:
+    return pb.Conversation(messages=[pb.Message(role=m.role, content=m.content) for m in text])
+
+
+def item_to_pb(item: Item) -> pb.Item:
+    msg = pb.Item(id=item.id, steps=item.steps, metadata=item.metadata)
+    if isinstance(item.prompt, str):
+        msg.prompt_text = item.prompt
+    else:
+        msg.prompt_messages.CopyFrom(_conv_to_pb(item.prompt))
+    if isinstance(item.response, str):
+        msg.response_text = item.response
+    else:
+        msg.response_messages.CopyFrom(_conv_to_pb(item.response))
+    if item.reference is not None:
+        msg.reference = item.reference
+    if item.group_id is not None:
+        msg.group_id = item.group_id
+    return msg
+
+
+def item_from_pb(msg: pb.Item) -> Item:
+    def text(which: str) -> Text:
+        kind = msg.WhichOneof(which)
+        if kind is None:
+            return ""
+        if kind.endswith("_text"):
+            return getattr(msg, kind)
+        return [Message(m.role, m.content) for m in getattr(msg, kind).messages]
+
+    return Item(
+        id=msg.id,
+        prompt=text("prompt"),
+        response=text("response"),
+        reference=msg.reference if msg.HasField("reference") else None,
+        steps=list(msg.steps),
+        group_id=msg.group_id if msg.HasField("group_id") else None,
+        metadata=dict(msg.metadata),
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """Make details fit google.protobuf.Struct: JSON types only, finite numbers, valid UTF-8."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        f = float(value)
+        return f if math.isfinite(f) else str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        # Lone surrogates are not valid UTF-8 and would fail protobuf serialisation.
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return str(value)
+
+
+def dict_to_struct(data: dict[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    if data:
+        s.update(_jsonable(data))
+    return s
+
+
+def struct_to_dict(s: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(s) if s.fields else {}
+
+
+def result_to_pb(result: Result) -> pb.Result:
+    score = result.score if math.isfinite(result.score) else 0.0
+    msg = pb.Result(
+        id=_jsonable(result.id),
+        score=score,
+        step_scores=[float(x) for x in result.step_scores],
+        details=dict_to_struct(result.details),
+    )
+    if result.error is not None:
+        msg.error.code = _CODE_TO_PB[result.error.code]
+        msg.error.message = _jsonable(result.error.message)
+    return msg
+
+
+def result_from_pb(msg: pb.Result) -> Result:
+    error = None
+    if msg.HasField("error") and msg.error.code != pb.ERROR_CODE_UNSPECIFIED:
+        error = ItemError(_PB_TO_CODE.get(msg.error.code, ErrorCode.INTERNAL), msg.error.message)
+    return Result(
+        id=msg.id,
+        score=msg.score,
+        step_scores=list(msg.step_scores),
+        details=struct_to_dict(msg.details),
+        error=error,
+    )
+
+
+def options_to_struct(options: dict[str, Any]) -> struct_pb2.Struct:
+    return dict_to_struct(json.loads(json.dumps(options)))
+
+
+def options_from_struct(s: struct_pb2.Struct) -> dict[str, Any]:
+    """Struct numbers are all doubles; integral values come back as ints so int options parse."""
+
+    def fix(v: Any) -> Any:
+        if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+            return int(v)
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        return v
+
+    return fix(struct_to_dict(s))

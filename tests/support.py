@@ -1,0 +1,92 @@
+"""Test support: the real server as a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+READY = re.compile(r"rewardsvc ready on (\S+)")
+
+
+class ServerProcess:
+    """`with ServerProcess({"scorers": {...}}) as srv: RewardClient(srv.address)...`
+
+    Runs `python -m rewardsvc.cli serve --config <tmp.yaml> --port 0` and waits for its ready line.
+    Output is kept in `.output` (a list of lines) for assertions and failure messages.
+    """
+
+    def __init__(self, config: dict[str, Any], env: dict[str, str] | None = None,
+                 startup_timeout_s: float = 300.0) -> None:
+        self.config = dict(config)
+        server = dict(self.config.get("server") or {})
+        server.setdefault("host", "127.0.0.1")
+        server["port"] = 0
+        self.config["server"] = server
+        self.env = {**os.environ, **(env or {})}
+        self.startup_timeout_s = startup_timeout_s
+        self.output: list[str] = []
+        self.address = ""
+        self.proc: subprocess.Popen[str] | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="rewardsvc-test-")
+        self._ready = threading.Event()
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.output.append(line.rstrip("\n"))
+            m = READY.search(line)
+            if m:
+                self.address = m.group(1)
+                self._ready.set()
+        self._ready.set()
+
+    def start(self) -> "ServerProcess":
+        cfg_path = Path(self._tmp.name) / "config.yaml"
+        cfg_path.write_text(yaml.safe_dump(self.config))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rewardsvc.cli", "serve", "--config", str(cfg_path)],
+            cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        if not self._ready.wait(self.startup_timeout_s) or not self.address:
+            self.kill()
+            raise RuntimeError("server did not become ready:\n" + "\n".join(self.output[-50:]))
+        return self
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.terminate(30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self._tmp.cleanup()
+
+    def wait_alive(self) -> bool:
+        time.sleep(0)
+        return self.proc is not None and self.proc.poll() is None

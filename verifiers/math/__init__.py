@@ -1,0 +1,1 @@
+"""Math verifier: answer extraction + math-verify equivalence in killable worker processes."""

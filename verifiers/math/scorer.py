@@ -1,0 +1,102 @@
+"""The `math` scorer: extract the final answer, compare with the reference in killable workers."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping, Sequence
+
+from rewardsvc.scorers.base import Scorer, option
+from rewardsvc.types import ErrorCode, Item, Result
+from verifiers.math.extract import EXTRACTORS, extract_answer, reference_answer
+from verifiers.workerpool import PoolFullError, PoolTimeoutError, WorkerCrashedError, WorkerPool
+
+log = logging.getLogger("rewardsvc.math")
+
+
+@dataclasses.dataclass
+class MathConfig:
+    workers: int = option(0, "check worker processes; 0 = one per CPU core")
+    timeout_s: float = option(5.0, "hard wall-clock limit per check; the worker is killed past it")
+    memory_mb: int = option(1536, "address-space limit of each worker process")
+    max_answer_chars: int = option(1000, "longer extracted answers (or references) get verdict error")
+    queue_limit: int = option(20_000, "checks waiting beyond this get RESOURCE_EXHAUSTED")
+    extract: list[str] = option(list(EXTRACTORS), "extractors tried in order: boxed, hash, answer_is, last_number")
+
+
+@dataclasses.dataclass
+class MathOptions:
+    extract: list[str] = option([], "override the extractor order for this request (empty = config's)")
+    timeout_s: float = option(0.0, "lower the per-check limit for this request (0 = config's)")
+
+
+class MathScorer(Scorer):
+    kind = "math"
+    description = "Final answer vs reference, checked with math-verify/sympy in killable worker processes"
+    Config = MathConfig
+    Options = MathOptions
+
+    def __init__(self, name: str, config: MathConfig) -> None:
+        super().__init__(name, config)
+        bad = [e for e in config.extract if e not in EXTRACTORS]
+        if bad:
+            raise ValueError(f"math scorer {name!r}: unknown extractor(s) {bad}; choose from {list(EXTRACTORS)}")
+        self.pool: WorkerPool | None = None
+
+    async def start(self, peers: Mapping[str, Scorer]) -> None:
+        size = self.config.workers or os.cpu_count() or 1
+        self.pool = WorkerPool("verifiers.math.worker", size, memory_mb=self.config.memory_mb,
+                               queue_limit=self.config.queue_limit)
+        await self.pool.start()
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    def check_item(self, item: Item) -> str | None:
+        if item.reference is None or not item.reference.strip():
+            return "the math scorer needs `reference`: the ground-truth answer (e.g. \"42\" or \"\\frac{1}{2}\")"
+        return None
+
+    async def score(self, items: Sequence[Item], options: MathOptions) -> list[Result]:
+        order = options.extract or self.config.extract
+        bad = [e for e in order if e not in EXTRACTORS]
+        if bad:
+            from rewardsvc.errors import InvalidOptionsError
+
+            raise InvalidOptionsError(f"unknown extractor(s) {bad}; choose from {list(EXTRACTORS)}")
+        timeout = self.config.timeout_s
+        if options.timeout_s > 0:
+            timeout = min(timeout, options.timeout_s)
+        return list(await asyncio.gather(*(self._one(it, order, timeout) for it in items)))
+
+    async def _one(self, item: Item, order: list[str], timeout_s: float) -> Result:
+        assert self.pool is not None and item.reference is not None
+        answer, how = extract_answer(item.response_text, order)
+        gold = reference_answer(item.reference)
+        details = {"extracted_answer": answer, "extracted_by": how, "reference_answer": gold[:200]}
+        limit = self.config.max_answer_chars
+        if answer is None:
+            return Result(item.id, 0.0, details={**details, "verdict": "no_answer",
+                                                 "reason": f"no final answer found (tried {', '.join(order)})"})
+        if len(answer) > limit or len(gold) > limit:
+            details["extracted_answer"] = answer[:200]
+            return Result(item.id, 0.0, details={**details, "verdict": "error",
+                                                 "reason": f"answer or reference longer than max_answer_chars={limit}"})
+        # math-verify's internal alarms fire a bit before the parent's hard kill.
+        job = {"gold": gold, "pred": answer, "timeout_s": max(1, int(timeout_s * 0.6))}
+        try:
+            reply = await self.pool.run(job, timeout_s)
+        except PoolTimeoutError as exc:
+            reply = {"verdict": "timeout", "reason": str(exc)}
+        except WorkerCrashedError as exc:
+            reply = {"verdict": "error", "reason": f"{exc} (likely over memory_mb={self.config.memory_mb})"}
+        except PoolFullError as exc:
+            return Result.failed(item.id, ErrorCode.RESOURCE_EXHAUSTED, f"{exc}; retry later", **details)
+        if "error" in reply and "verdict" not in reply:
+            reply = {"verdict": "error", "reason": reply["error"]}
+        verdict = reply.get("verdict", "error")
+        return Result(item.id, 1.0 if verdict == "correct" else 0.0,
+                      details={**details, "verdict": verdict, "reason": reply.get("reason", "")})

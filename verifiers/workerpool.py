@@ -1,0 +1,200 @@
+"""A pool of killable worker subprocesses speaking JSON lines, for checks that may hang or blow up.
+
+Each worker is `python -m <module>`: it prints one `{"ready": true}` line, then answers one JSON line
+per request line. The parent enforces a hard wall-clock limit per job by killing the worker and
+starting a replacement, so nothing a job does (SIGALRM ignored, C code spinning, sympy printing a
+huge number) can stall the service. Workers run with an address-space limit and a minimal
+environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import resource
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("rewardsvc.workerpool")
+
+_LINE_LIMIT = 8 << 20
+
+
+class PoolTimeoutError(TimeoutError):
+    """The job ran past its wall-clock limit; its worker was killed and replaced."""
+
+
+class WorkerCrashedError(RuntimeError):
+    """The worker died (out of memory, segfault) while running the job; it was replaced."""
+
+
+class PoolFullError(RuntimeError):
+    """More jobs are waiting than `queue_limit`: report RESOURCE_EXHAUSTED."""
+
+
+@dataclass
+class _Worker:
+    proc: asyncio.subprocess.Process
+    jobs: int = 0
+
+
+class WorkerPool:
+    """`size` workers running `python -m module`; `await run(job)` returns the worker's reply."""
+
+    def __init__(self, module: str, size: int, *, memory_mb: int = 1024, queue_limit: int = 10_000,
+                 startup_timeout_s: float = 60.0, max_jobs_per_worker: int = 5000) -> None:
+        if size < 1:
+            raise ValueError(f"worker pool size must be >= 1, got {size}")
+        self.module = module
+        self.size = size
+        self.memory_mb = memory_mb
+        self.queue_limit = queue_limit
+        self.startup_timeout_s = startup_timeout_s
+        # Recycling bounds slow leaks (sympy caches) in long runs.
+        self.max_jobs_per_worker = max_jobs_per_worker
+        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._waiting = 0
+        self._closed = False
+        self._spawners: set[asyncio.Task] = set()
+        self.replaced = 0
+
+    def _limit_memory(self) -> None:  # runs in the child before exec
+        limit = self.memory_mb << 20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    async def _spawn(self) -> _Worker:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.pathsep.join(sys.path),
+               "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", self.module,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            env=env, preexec_fn=self._limit_memory, limit=_LINE_LIMIT,
+        )
+        assert proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), self.startup_timeout_s)
+            if json.loads(line or b"{}").get("ready") is not True:
+                raise RuntimeError(f"worker {self.module} did not start (first line {line[:200]!r})")
+        except BaseException:
+            _kill(proc)
+            raise
+        return _Worker(proc)
+
+    async def start(self) -> None:
+        workers = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
+        for w in workers:
+            self._idle.put_nowait(w)
+
+    def _replace(self, worker: _Worker) -> None:
+        """Kill `worker` and start a replacement in the background."""
+        _kill(worker.proc)
+        self.replaced += 1
+        if self._closed:
+            return
+
+        async def respawn() -> None:
+            delay = 0.5
+            while not self._closed:
+                try:
+                    w = await self._spawn()
+                except (OSError, RuntimeError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+                    log.error("could not start a %s worker (%s); retrying in %.1fs", self.module, exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30)
+                    continue
+                if self._closed:
+                    _kill(w.proc)
+                else:
+                    self._idle.put_nowait(w)
+                return
+
+        task = asyncio.get_running_loop().create_task(respawn())
+        self._spawners.add(task)
+        task.add_done_callback(self._spawners.discard)
+
+    async def run(self, job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Send `job` to an idle worker and return its reply within `timeout_s` seconds."""
+        if self._closed:
+            raise RuntimeError("worker pool is closed")
+        if self._waiting >= self.queue_limit:
+            raise PoolFullError(
+                f"{self._waiting} checks queued for {self.module}; the limit (queue_limit) is {self.queue_limit}"
+            )
+        self._waiting += 1
+        try:
+            worker = await self._idle.get()
+        finally:
+            self._waiting -= 1
+        done = False
+        try:
+            assert worker.proc.stdin is not None and worker.proc.stdout is not None
+            worker.proc.stdin.write(json.dumps(job).encode() + b"\n")
+            await worker.proc.stdin.drain()
+            try:
+                line = await asyncio.wait_for(worker.proc.stdout.readline(), timeout_s)
+            except asyncio.TimeoutError:
+                raise PoolTimeoutError(f"check ran past {timeout_s:g}s; worker killed") from None
+            if not line:
+                code = await _exit_code(worker.proc)
+                raise WorkerCrashedError(f"worker died during the check (exit {code})")
+            reply = json.loads(line)
+            done = True
+            return reply
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise WorkerCrashedError(f"worker died before the check ({exc})") from None
+        finally:
+            worker.jobs += 1
+            # A worker whose job did not complete cleanly (timeout, crash, cancelled call) may be
+            # mid-computation: it is never reused.
+            if done and worker.jobs < self.max_jobs_per_worker and worker.proc.returncode is None:
+                self._idle.put_nowait(worker)
+            else:
+                self._replace(worker)
+
+    @property
+    def queued(self) -> int:
+        return self._waiting
+
+    async def close(self) -> None:
+        self._closed = True
+        for t in list(self._spawners):
+            t.cancel()
+        while not self._idle.empty():
+            _kill(self._idle.get_nowait().proc)
+
+
+def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        try:
+            proc.kill()
+        except ProcessLookupError:
+            pass
+
+
+async def _exit_code(proc: asyncio.subprocess.Process) -> int | None:
+    try:
+        return await asyncio.wait_for(proc.wait(), 1.0)
+    except asyncio.TimeoutError:
+        return None
+
+
+def serve_jobs(handle: Any) -> None:
+    """Worker side: answer JSON lines on stdin with `handle(job) -> dict` on the real stdout.
+
+    Library prints go to stderr so they can't corrupt the protocol.
+    """
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    out.write('{"ready": true}\n')
+    for line in sys.stdin:
+        try:
+            job = json.loads(line)
+            reply = handle(job)
+        except Exception as exc:  # the parent turns this into an error verdict
+            reply = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
+        out.write(json.dumps(reply) + "\n")
