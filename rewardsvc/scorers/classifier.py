@@ -1,0 +1,131 @@
+"""The `classifier` scorer: a sequence-classification reward model (num_labels=1) as a reward.
+
+Prompt and response are rendered server-side with the reward model's own chat template, or the
+plain HH-RLHF format when it has none (scorers/render.py, shared with the trainers). Requests
+from concurrent callers share forward passes through a DynamicBatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rewardsvc.batching import BatcherConfig, DynamicBatcher
+from rewardsvc.errors import ConfigError
+from rewardsvc.scorers.base import Scorer, option
+from rewardsvc.scorers.batched import batcher_field, failure, run_batched
+from rewardsvc.scorers.render import Encoded, encode_conversation
+from rewardsvc.types import ErrorCode, Item, Result
+
+
+@dataclasses.dataclass
+class ClassifierConfig:
+    model: str = option("", "local HF directory, cache:NAME or bundled:NAME of an AutoModelForSequenceClassification with num_labels=1")
+    device: str = option("auto", "auto (cuda if visible, else cpu), cpu, cuda, cuda:N")
+    dtype: str = option("auto", "auto (float32 on cpu, bfloat16 on gpu), float32, bfloat16, float16")
+    max_length: int = option(512, "tokens per input; longer inputs lose the start of the prompt")
+    normalize_mean: float | None = option(None, "served reward = (raw - normalize_mean) / normalize_std")
+    normalize_std: float | None = option(None, "see normalize_mean; both or neither")
+    padding_side: str = option("auto", "auto (left for decoders, right for encoders), left, right")
+    batching: BatcherConfig = batcher_field()
+
+
+@dataclasses.dataclass
+class ClassifierOptions:
+    normalize: bool = option(True, "apply the configured normalize_mean/normalize_std")
+
+
+class ClassifierScorer(Scorer):
+    kind = "classifier"
+    description = (
+        "Reward model (sequence classification, one logit): prompt/response as text or chat "
+        "messages, rendered with the model's chat template; optional mean/std normalisation."
+    )
+    Config = ClassifierConfig
+    Options = ClassifierOptions
+
+    def __init__(self, name: str, config: ClassifierConfig) -> None:
+        super().__init__(name, config)
+        self.backend: Any = None
+        self.batcher: DynamicBatcher | None = None
+        self.max_length = config.max_length
+
+    async def start(self, peers: Mapping[str, Scorer]) -> None:
+        cfg: ClassifierConfig = self.config
+        if not cfg.model:
+            raise ConfigError(f"scorer {self.name!r}: `model` is required (an HF directory or cache:NAME)")
+        if (cfg.normalize_mean is None) != (cfg.normalize_std is None):
+            raise ConfigError(f"scorer {self.name!r}: set both normalize_mean and normalize_std, or neither")
+        if cfg.normalize_std is not None and not cfg.normalize_std > 0:
+            raise ConfigError(f"scorer {self.name!r}: normalize_std must be > 0, got {cfg.normalize_std}")
+        from rewardsvc.backends.encoder import EncoderBackend
+
+        try:
+            self.backend = await asyncio.to_thread(
+                EncoderBackend, cfg.model, "sequence_classification", cfg.device, cfg.dtype, cfg.padding_side
+            )
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            raise ConfigError(f"scorer {self.name!r}: {exc}") from exc
+        if self.backend.num_labels != 1:
+            raise ConfigError(
+                f"scorer {self.name!r}: {cfg.model} has num_labels={self.backend.num_labels}; a reward "
+                "model has one output (num_labels=1). Train one with `rewardsvc train rm`."
+            )
+        if self.backend.max_positions:
+            self.max_length = min(cfg.max_length, self.backend.max_positions)
+        self.batcher = DynamicBatcher(self._forward, cfg.batching, name=f"{self.name}-batcher")
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+        self.backend = None
+
+    def _forward(self, batch: list[list[int]]) -> list[float]:
+        return [row[0] for row in self.backend.sequence_logits(batch)]
+
+    def encode(self, item: Item) -> Encoded:
+        """The token ids this scorer feeds the model for `item`."""
+        return encode_conversation(self.backend.tokenizer, item.prompt, item.response, self.max_length)
+
+    def _encode_all(self, items: Sequence[Item]) -> list[Encoded | Exception]:
+        out: list[Encoded | Exception] = []
+        for item in items:
+            try:
+                out.append(self.encode(item))
+            except ValueError as exc:  # a template that rejects these messages (e.g. role order)
+                out.append(exc)
+        return out
+
+    async def score(self, items: Sequence[Item], options: ClassifierOptions) -> list[Result]:
+        assert self.batcher is not None, "start() first"
+        # Tokenising off the event loop keeps the server answering while a big request encodes.
+        encoded = await asyncio.to_thread(self._encode_all, items)
+        ok = [i for i, e in enumerate(encoded) if isinstance(e, Encoded)]
+        raw = await run_batched(self.batcher, [encoded[i].ids for i in ok], [len(encoded[i].ids) for i in ok])
+        results: list[Result | None] = [None] * len(items)
+        for i, value in zip(ok, raw):
+            enc = encoded[i]
+            if isinstance(value, BaseException):
+                results[i] = failure(items[i].id, value, f"scorer {self.name!r}")
+                continue
+            results[i] = self._result(items[i].id, value, enc, options)
+        for i, e in enumerate(encoded):
+            if isinstance(e, Exception):
+                results[i] = Result.failed(items[i].id, ErrorCode.INVALID_ITEM, f"can't render the conversation: {e}")
+        return [r for r in results if r is not None]
+
+    def _result(self, item_id: str, raw: float, enc: Encoded, options: ClassifierOptions) -> Result:
+        cfg: ClassifierConfig = self.config
+        if not math.isfinite(raw):
+            return Result.failed(item_id, ErrorCode.INTERNAL, f"the reward model returned {raw}")
+        details: dict[str, Any] = {"raw_score": raw, "tokens": len(enc.ids)}
+        if enc.truncated_tokens:
+            details["truncated_tokens"] = enc.truncated_tokens
+        score = raw
+        if options.normalize and cfg.normalize_mean is not None and cfg.normalize_std is not None:
+            score = (raw - cfg.normalize_mean) / cfg.normalize_std
+            details["normalized"] = True
+        return Result(id=item_id, score=score, details=details)

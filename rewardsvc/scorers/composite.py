@@ -1,0 +1,250 @@
+"""The `composite` scorer: a reward built in config from other hosted scorers.
+
+Modes (`mode:` in the stanza):
+    weighted_sum  score = sum_k w_k r_k over `components`
+    gated         outcome-gated process reward: score = w_o r_outcome + w_p r_process * 1[correct],
+                  correct = r_outcome >= correct_threshold. The process scorer only runs on the
+                  correct items (a PRM forward is the expensive part); its step_scores pass through.
+    zscore        the weighted sum, standardised within each group_id of the request:
+                  (r - mean_g) / (std_g + eps), std with n-1 as TRL's GRPO; items without a
+                  group_id form one group; a group with one scored item gets 0
+    shaping       bounded shaping of the weighted sum: sigmoid((r - c) / temperature), with the
+                  centre c = the group's mean (`center: group`), the reward of the item's
+                  `reference` scored as a response (`center: reference`, as in Preference-As-Reward),
+                  or a number
+An item that fails in any component it needs gets that component's error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rewardsvc.dataclass_dict import from_dict
+from rewardsvc.errors import ConfigError
+from rewardsvc.scorers.base import NoOptions, Scorer, option
+from rewardsvc.types import ErrorCode, Item, ItemError, Result
+
+MODES = ("weighted_sum", "gated", "zscore", "shaping")
+
+
+@dataclasses.dataclass
+class Component:
+    scorer: str = option("", "name of another scorer hosted by this server")
+    weight: float = option(1.0, "its weight in the sum")
+    options: dict[str, Any] = option({}, "per-request options passed to that scorer")
+
+
+@dataclasses.dataclass
+class CompositeConfig:
+    mode: str = option("weighted_sum", "weighted_sum, gated, zscore or shaping")
+    components: list[Component] = option([], "weighted_sum/zscore/shaping: the scorers summed")
+    outcome: Component | None = option(None, "gated: the outcome verifier (e.g. math)")
+    process: Component | None = option(None, "gated: the process scorer (e.g. prm)")
+    correct_threshold: float = option(0.5, "gated: outcome score at or above this counts as correct")
+    zscore_eps: float = option(1e-4, "zscore: added to the group's std")
+    center: float | str = option("group", "shaping: group, reference, or a number")
+    temperature: float = option(1.0, "shaping: sigmoid((r - center) / temperature)")
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+def _component_error(comp: Component, res: Result) -> Result:
+    assert res.error is not None
+    return Result(
+        id=res.id, error=ItemError(res.error.code, f"component {comp.scorer!r}: {res.error.message}"),
+        details={"component": comp.scorer},
+    )
+
+
+class CompositeScorer(Scorer):
+    kind = "composite"
+    description = (
+        "A reward combined from other hosted scorers: weighted sum, outcome-gated process reward, "
+        "z-score within group_id, or bounded sigmoid shaping."
+    )
+    Config = CompositeConfig
+    Options = NoOptions
+
+    def __init__(self, name: str, config: CompositeConfig) -> None:
+        super().__init__(name, config)
+        self.peers: dict[str, Scorer] = {}
+        # Parsed options per Component object (one scorer may appear twice with different options).
+        self.options: dict[int, Any] = {}
+
+    def _needed(self) -> list[Component]:
+        cfg: CompositeConfig = self.config
+        if cfg.mode == "gated":
+            return [c for c in (cfg.outcome, cfg.process) if c is not None]
+        return list(cfg.components)
+
+    async def start(self, peers: Mapping[str, Scorer]) -> None:
+        cfg: CompositeConfig = self.config
+        where = f"scorer {self.name!r}"
+        if cfg.mode not in MODES:
+            raise ConfigError(f"{where}: mode {cfg.mode!r}: use one of {list(MODES)}")
+        if cfg.mode == "gated":
+            if cfg.outcome is None or cfg.process is None:
+                raise ConfigError(f"{where}: mode gated needs `outcome:` and `process:` components")
+        elif not cfg.components:
+            raise ConfigError(f"{where}: mode {cfg.mode} needs at least one entry in `components:`")
+        if cfg.mode == "shaping":
+            if isinstance(cfg.center, str) and cfg.center not in ("group", "reference"):
+                raise ConfigError(f"{where}: center {cfg.center!r}: use group, reference or a number")
+            if not cfg.temperature > 0:
+                raise ConfigError(f"{where}: temperature must be > 0")
+        for comp in self._needed():
+            peer = peers.get(comp.scorer)
+            if peer is None:
+                raise ConfigError(
+                    f"{where}: component {comp.scorer!r} is not a scorer on this server; hosted: {sorted(peers)}"
+                )
+            self._check_cycle(comp.scorer, peers, [self.name])
+            try:
+                self.options[id(comp)] = from_dict(
+                    peer.Options, comp.options, f"{where}: options for component {comp.scorer!r}"
+                )
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            self.peers[comp.scorer] = peer
+
+    def _check_cycle(self, name: str, peers: Mapping[str, Scorer], path: list[str]) -> None:
+        if name in path:
+            raise ConfigError(f"composite scorers refer to each other in a loop: {' -> '.join(path + [name])}")
+        peer = peers.get(name)
+        if isinstance(peer, CompositeScorer):
+            for comp in peer._needed():
+                self._check_cycle(comp.scorer, peers, path + [name])
+
+    def check_item(self, item: Item) -> str | None:
+        cfg: CompositeConfig = self.config
+        if cfg.mode == "shaping" and cfg.center == "reference" and item.reference is None:
+            return "shaping with center: reference needs the item's `reference` (a reference response)"
+        for comp in self._needed():
+            why = self.peers[comp.scorer].check_item(item)
+            if why:
+                return f"component {comp.scorer!r}: {why}"
+        return None
+
+    async def _run(self, comp: Component, items: Sequence[Item]) -> list[Result]:
+        """One component's results for `items` (its own item checks included), in order."""
+        peer = self.peers[comp.scorer]
+        results: list[Result | None] = [None] * len(items)
+        todo = []
+        for i, item in enumerate(items):
+            why = peer.check_item(item)
+            if why:
+                results[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, why)
+            else:
+                todo.append(i)
+        if todo:
+            scored = await peer.score([items[i] for i in todo], self.options[id(comp)])
+            if len(scored) != len(todo):
+                raise RuntimeError(f"component {comp.scorer!r} returned {len(scored)} results for {len(todo)} items")
+            for i, res in zip(todo, scored):
+                res.id = items[i].id
+                results[i] = res
+        return [r for r in results if r is not None]
+
+    async def _weighted(self, items: Sequence[Item]) -> list[Result]:
+        """The weighted sum of `components` per item, with each component's score in details."""
+        comps = self.config.components
+        per_comp = await asyncio.gather(*(self._run(c, items) for c in comps))
+        out = []
+        for i, item in enumerate(items):
+            parts = [(c, rs[i]) for c, rs in zip(comps, per_comp)]
+            bad = next((r for _, r in parts if r.error is not None), None)
+            if bad is not None:
+                out.append(_component_error(next(c for c, r in parts if r is bad), bad))
+                continue
+            total = sum(c.weight * r.score for c, r in parts)
+            out.append(Result(id=item.id, score=total, details={"components": {c.scorer: r.score for c, r in parts}}))
+        return out
+
+    async def score(self, items: Sequence[Item], options: Any) -> list[Result]:
+        mode = self.config.mode
+        if mode == "gated":
+            return await self._gated(items)
+        base = await self._weighted(items)
+        if mode == "weighted_sum":
+            return base
+        if mode == "zscore":
+            return self._zscore(items, base)
+        return await self._shaping(items, base)
+
+    async def _gated(self, items: Sequence[Item]) -> list[Result]:
+        cfg: CompositeConfig = self.config
+        outcome, process = cfg.outcome, cfg.process
+        assert outcome is not None and process is not None
+        outcomes = await self._run(outcome, items)
+        correct = [i for i, r in enumerate(outcomes) if r.error is None and r.score >= cfg.correct_threshold]
+        processed = dict(zip(correct, await self._run(process, [items[i] for i in correct]))) if correct else {}
+        out = []
+        for i, (item, o) in enumerate(zip(items, outcomes)):
+            if o.error is not None:
+                out.append(_component_error(outcome, o))
+                continue
+            details: dict[str, Any] = {"outcome": o.score, "correct": i in processed}
+            if "verdict" in o.details:
+                details["verdict"] = o.details["verdict"]
+            score = outcome.weight * o.score
+            step_scores: list[float] = []
+            p = processed.get(i)
+            if p is not None:
+                if p.error is not None:
+                    out.append(_component_error(process, p))
+                    continue
+                details["process"] = p.score
+                score += process.weight * p.score
+                step_scores = list(p.step_scores)
+            out.append(Result(id=item.id, score=score, step_scores=step_scores, details=details))
+        return out
+
+    @staticmethod
+    def _groups(items: Sequence[Item], base: Sequence[Result]) -> dict[str | None, list[int]]:
+        """Indices of the successfully scored items per group_id."""
+        groups: dict[str | None, list[int]] = {}
+        for i, (item, r) in enumerate(zip(items, base)):
+            if r.error is None:
+                groups.setdefault(item.group_id, []).append(i)
+        return groups
+
+    def _zscore(self, items: Sequence[Item], base: list[Result]) -> list[Result]:
+        eps = self.config.zscore_eps
+        for idx in self._groups(items, base).values():
+            values = [base[i].score for i in idx]
+            mean = sum(values) / len(values)
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+            for i in idx:
+                r = base[i]
+                r.details.update(raw_score=r.score, group_mean=mean, group_std=std, group_size=len(idx))
+                r.score = (r.score - mean) / (std + eps) if len(idx) > 1 else 0.0
+        return base
+
+    async def _shaping(self, items: Sequence[Item], base: list[Result]) -> list[Result]:
+        cfg: CompositeConfig = self.config
+        centers: list[float | None] = [None] * len(items)
+        if cfg.center == "reference":
+            refs = [dataclasses.replace(it, response=it.reference or "") for it in items]
+            ref_results = await self._weighted(refs)
+            for i, rr in enumerate(ref_results):
+                if rr.error is not None and base[i].error is None:
+                    base[i] = Result(id=items[i].id, error=ItemError(rr.error.code, f"scoring the reference: {rr.error.message}"))
+                centers[i] = rr.score
+        elif cfg.center == "group":
+            for idx in self._groups(items, base).values():
+                mean = sum(base[i].score for i in idx) / len(idx)
+                for i in idx:
+                    centers[i] = mean
+        else:
+            centers = [float(cfg.center)] * len(items)
+        for r, c in zip(base, centers):
+            if r.error is None and c is not None:
+                r.details.update(raw_score=r.score, center=c)
+                r.score = _sigmoid((r.score - c) / cfg.temperature)
+        return base

@@ -1,0 +1,220 @@
+"""The `prm` scorer: process reward models, one score per reasoning step plus an aggregate.
+
+Checkpoint formats (see scorers/render.py for the exact inputs):
+    token_classification  TRL PRMTrainer: 2 labels (index 1 = good step) read at each step's
+                          separator; a 1-label head is read through a sigmoid
+    step_tag              Math-Shepherd: a causal LM; p(good) = softmax over the positive/negative
+                          token logits at each step tag
+    step_token            Qwen2.5-Math-PRM: token classification read at special step tokens
+A step score is p(good step) in [0, 1]. The item's score aggregates them: min, last, product,
+mean, or pure (PURE's min-form credit: r_i = p(+) - p(-) = 2p - 1, weights softmax(-r/T),
+score = sum w_i r_i, in [-1, 1]).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rewardsvc.batching import BatcherConfig, DynamicBatcher
+from rewardsvc.errors import ConfigError
+from rewardsvc.scorers.base import Scorer, option
+from rewardsvc.scorers.batched import batcher_field, failure, run_batched
+from rewardsvc.scorers.render import (
+    DEFAULT_STEP_TAGS,
+    STEP_FORMATS,
+    Encoded,
+    encode_steps_special,
+    encode_steps_tagged,
+    encode_steps_trl,
+    split_steps,
+)
+from rewardsvc.types import ErrorCode, Item, Result
+
+AGGREGATIONS = ("min", "last", "product", "mean", "pure")
+
+
+@dataclasses.dataclass
+class PRMConfig:
+    model: str = option("", "local HF directory or cache:NAME of the PRM")
+    format: str = option("token_classification", "token_classification (TRL), step_tag (Math-Shepherd), step_token (Qwen-PRM)")
+    step_separator: str = option("\n", "splits `response` into steps when an item has no `steps`; joins steps (TRL, step_tag)")
+    step_tag: str = option("", "step_tag: the tag after each step (default 'ки'); step_token: the special token (default '<extra_0>')")
+    positive_token: str = option("+", "step_tag: the token meaning a good step (one token)")
+    negative_token: str = option("-", "step_tag: the token meaning a bad step (one token)")
+    aggregation: str = option("min", "default aggregation: min, last, product, mean, pure")
+    device: str = option("auto", "auto (cuda if visible, else cpu), cpu, cuda, cuda:N")
+    dtype: str = option("auto", "auto (float32 on cpu, bfloat16 on gpu), float32, bfloat16, float16")
+    max_length: int = option(512, "tokens per input; the prompt's start is cut first, all steps must fit")
+    padding_side: str = option("auto", "auto (left for decoders, right for encoders), left, right")
+    system_prompt: str = option("", "step_token: a system turn added when the prompt has none")
+    trust_remote_code: bool = option(False, "step_token: allow the checkpoint's own model code (Qwen2.5-Math-PRM)")
+    batching: BatcherConfig = batcher_field()
+
+
+@dataclasses.dataclass
+class PRMOptions:
+    aggregation: str = option("", "min, last, product, mean or pure; empty = the configured default")
+    pure_temperature: float = option(0.1, "T of the pure aggregation's softmax(-r/T) weights")
+
+
+def aggregate(step_scores: Sequence[float], how: str, temperature: float = 0.1) -> float:
+    """The item score from step scores p_i = p(good step i)."""
+    if not step_scores:
+        raise ValueError("no steps to aggregate")
+    if how == "min":
+        return min(step_scores)
+    if how == "last":
+        return step_scores[-1]
+    if how == "product":
+        return math.prod(step_scores)
+    if how == "mean":
+        return sum(step_scores) / len(step_scores)
+    if how == "pure":
+        if not temperature > 0:
+            raise ValueError(f"pure_temperature must be > 0, got {temperature}")
+        r = [2.0 * p - 1.0 for p in step_scores]
+        top = max(-x / temperature for x in r)  # subtract the max so exp() can't overflow
+        w = [math.exp(-x / temperature - top) for x in r]
+        return sum(wi * ri for wi, ri in zip(w, r)) / sum(w)
+    raise ValueError(f"aggregation {how!r}: use one of {list(AGGREGATIONS)}")
+
+
+def _softmax2(good: float, bad: float) -> float:
+    """p(good) from two logits, written as a sigmoid of the difference (no overflow)."""
+    d = good - bad
+    return 1.0 / (1.0 + math.exp(-d)) if d >= 0 else math.exp(d) / (1.0 + math.exp(d))
+
+
+class PRMScorer(Scorer):
+    kind = "prm"
+    description = (
+        "Process reward model: p(good) per step for `steps` (or the response split on a separator) "
+        "and an aggregate score (min, last, product, mean, pure)."
+    )
+    Config = PRMConfig
+    Options = PRMOptions
+
+    def __init__(self, name: str, config: PRMConfig) -> None:
+        super().__init__(name, config)
+        self.backend: Any = None
+        self.batcher: DynamicBatcher | None = None
+        self.max_length = config.max_length
+        self.tag = config.step_tag or DEFAULT_STEP_TAGS.get(config.format, "")
+        self.vocab_ids: list[int] = []
+
+    async def start(self, peers: Mapping[str, Scorer]) -> None:
+        cfg: PRMConfig = self.config
+        where = f"scorer {self.name!r}"
+        if not cfg.model:
+            raise ConfigError(f"{where}: `model` is required (an HF directory or cache:NAME)")
+        if cfg.format not in STEP_FORMATS:
+            raise ConfigError(f"{where}: format {cfg.format!r}: use one of {list(STEP_FORMATS)}")
+        if cfg.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"{where}: aggregation {cfg.aggregation!r}: use one of {list(AGGREGATIONS)}")
+        if not cfg.step_separator:
+            raise ConfigError(f"{where}: step_separator must not be empty")
+        from rewardsvc.backends.encoder import EncoderBackend
+
+        task = "lm_logits" if cfg.format == "step_tag" else "token_classification"
+        try:
+            self.backend = await asyncio.to_thread(
+                EncoderBackend, cfg.model, task, cfg.device, cfg.dtype, cfg.padding_side, cfg.trust_remote_code
+            )
+            if cfg.format == "step_tag":
+                self.vocab_ids = [self.backend.token_id(cfg.positive_token), self.backend.token_id(cfg.negative_token)]
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        if task == "token_classification" and self.backend.num_labels not in (1, 2):
+            raise ConfigError(
+                f"{where}: {cfg.model} has num_labels={self.backend.num_labels}; a PRM head has 2 labels "
+                "(index 1 = good step) or 1 (sigmoid)"
+            )
+        if self.backend.max_positions:
+            self.max_length = min(cfg.max_length, self.backend.max_positions)
+        self.batcher = DynamicBatcher(self._forward, cfg.batching, name=f"{self.name}-batcher")
+
+    async def close(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.close()
+        self.backend = None
+
+    def steps_of(self, item: Item) -> list[str]:
+        """The item's steps: `steps` if given, else the response split on the separator."""
+        if item.steps:
+            return list(item.steps)
+        return split_steps(item.response_text, self.config.step_separator)
+
+    def check_item(self, item: Item) -> str | None:
+        if not self.steps_of(item):
+            return "no steps: send `steps`, or a response with text between step separators"
+        return None
+
+    def encode(self, item: Item) -> Encoded:
+        """Token ids and one read position per step for `item`."""
+        cfg: PRMConfig = self.config
+        tok = self.backend.tokenizer
+        steps = self.steps_of(item)
+        if cfg.format == "token_classification":
+            return encode_steps_trl(tok, item.prompt, steps, cfg.step_separator, self.max_length)
+        if cfg.format == "step_tag":
+            return encode_steps_tagged(tok, item.prompt, steps, self.tag, cfg.step_separator, self.max_length)
+        return encode_steps_special(tok, item.prompt, steps, self.tag, self.max_length, cfg.system_prompt)
+
+    def _encode_all(self, items: Sequence[Item]) -> list[Encoded | Exception]:
+        out: list[Encoded | Exception] = []
+        for item in items:
+            try:
+                out.append(self.encode(item))
+            except ValueError as exc:  # too long for max_length, an empty step, a template problem
+                out.append(exc)
+        return out
+
+    def _forward(self, batch: list[Encoded]) -> list[list[float]]:
+        ids = [e.ids for e in batch]
+        positions = [e.positions for e in batch]
+        if self.config.format == "step_tag":
+            rows = self.backend.lm_token_logits(ids, positions, self.vocab_ids)
+            return [[_softmax2(good, bad) for good, bad in item] for item in rows]
+        rows = self.backend.token_logits(ids, positions)
+        if self.backend.num_labels == 1:
+            return [[_softmax2(logit[0], 0.0) for logit in item] for item in rows]
+        return [[_softmax2(logit[1], logit[0]) for logit in item] for item in rows]
+
+    async def score(self, items: Sequence[Item], options: PRMOptions) -> list[Result]:
+        assert self.batcher is not None, "start() first"
+        how = options.aggregation or self.config.aggregation
+        if how not in AGGREGATIONS:
+            # Every item would fail the same way; say so per item, as the contract wants.
+            msg = f"aggregation {how!r}: use one of {list(AGGREGATIONS)}"
+            return [Result.failed(it.id, ErrorCode.INVALID_ITEM, msg) for it in items]
+        if how == "pure" and not options.pure_temperature > 0:
+            msg = f"pure_temperature must be > 0, got {options.pure_temperature}"
+            return [Result.failed(it.id, ErrorCode.INVALID_ITEM, msg) for it in items]
+        encoded = await asyncio.to_thread(self._encode_all, items)
+        ok = [i for i, e in enumerate(encoded) if isinstance(e, Encoded)]
+        out = await run_batched(self.batcher, [encoded[i] for i in ok], [len(encoded[i].ids) for i in ok])
+        results: list[Result] = []
+        scored = dict(zip(ok, out))
+        for i, item in enumerate(items):
+            enc = encoded[i]
+            if isinstance(enc, Exception):
+                results.append(Result.failed(item.id, ErrorCode.INVALID_ITEM, str(enc)))
+                continue
+            value = scored[i]
+            if isinstance(value, BaseException):
+                results.append(failure(item.id, value, f"scorer {self.name!r}"))
+                continue
+            steps: list[float] = value
+            if not all(math.isfinite(p) for p in steps):
+                results.append(Result.failed(item.id, ErrorCode.INTERNAL, f"the PRM returned {steps}"))
+                continue
+            details: dict[str, Any] = {"aggregation": how, "steps": len(steps), "tokens": len(enc.ids)}
+            if enc.truncated_tokens:
+                details["truncated_tokens"] = enc.truncated_tokens
+            score = aggregate(steps, how, options.pure_temperature)
+            results.append(Result(id=item.id, score=score, step_scores=steps, details=details))
+        return results
