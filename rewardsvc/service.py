@@ -16,7 +16,7 @@ from typing import Any
 
 from rewardsvc.config import Config, load_config
 from rewardsvc.dataclass_dict import describe_fields, from_dict
-from rewardsvc.errors import InvalidOptionsError, LimitExceededError, UnknownScorerError
+from rewardsvc.errors import InvalidOptionsError, LimitExceededError, RewardServiceError, UnknownScorerError
 from rewardsvc.registry import scorer_class
 from rewardsvc.scorers.base import Scorer
 from rewardsvc.types import ErrorCode, Item, Result
@@ -128,8 +128,8 @@ class ScoringService:
                 scored = await scorer.score(batch, opts)
                 if len(scored) != len(batch):
                     raise RuntimeError(f"scorer returned {len(scored)} results for {len(batch)} items")
-            except asyncio.CancelledError:
-                raise
+            except (asyncio.CancelledError, RewardServiceError):
+                raise  # request-level: the whole call fails with its status code
             except Exception as exc:
                 log.exception("scorer %s failed on a batch of %d", scorer_name, len(batch))
                 msg = f"scorer {scorer_name!r} failed: {type(exc).__name__}: {exc}"

@@ -59,6 +59,8 @@ class WorkerPool:
         self._waiting = 0
         self._closed = False
         self._spawners: set[asyncio.Task] = set()
+        # Every process ever started and not yet reaped, so close() can wait for them.
+        self._procs: set[asyncio.subprocess.Process] = set()
         self.replaced = 0
 
     def _limit_memory(self) -> None:  # runs in the child before exec
@@ -74,6 +76,7 @@ class WorkerPool:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
             env=env, preexec_fn=self._limit_memory, limit=_LINE_LIMIT,
         )
+        self._procs.add(proc)
         assert proc.stdout is not None
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), self.startup_timeout_s)
@@ -93,6 +96,8 @@ class WorkerPool:
         """Kill `worker` and start a replacement in the background."""
         _kill(worker.proc)
         self.replaced += 1
+        reap = asyncio.get_running_loop().create_task(worker.proc.wait())
+        reap.add_done_callback(lambda _t, p=worker.proc: self._procs.discard(p))
         if self._closed:
             return
 
@@ -163,8 +168,11 @@ class WorkerPool:
         self._closed = True
         for t in list(self._spawners):
             t.cancel()
-        while not self._idle.empty():
-            _kill(self._idle.get_nowait().proc)
+        for proc in list(self._procs):
+            _kill(proc)
+        # Reap them while the loop lives, or their transports complain when collected later.
+        await asyncio.gather(*(p.wait() for p in self._procs), return_exceptions=True)
+        self._procs.clear()
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:

@@ -1,0 +1,26 @@
+"""A deliberately misbehaving WorkerPool worker for fault tests (run as `python -m hang_worker`)."""
+
+import os
+import signal
+import time
+
+from verifiers.workerpool import serve_jobs
+
+
+def handle(job: dict) -> dict:
+    action = job["action"]
+    if action == "echo":
+        return {"echo": job["value"], "pid": os.getpid()}
+    if action == "hang":  # ignores SIGALRM, so only the parent's kill ends it
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        while True:
+            time.sleep(1)
+    if action == "exit":
+        os._exit(3)
+    if action == "alloc":
+        return {"len": len(bytearray(job["mb"] << 20))}
+    raise ValueError(f"unknown action {action}")
+
+
+if __name__ == "__main__":
+    serve_jobs(handle)

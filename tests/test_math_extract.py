@@ -1,0 +1,54 @@
+"""Answer extraction: each extractor on real-looking responses and on hostile text."""
+
+import time
+
+import pytest
+
+from verifiers.math.extract import extract_answer, last_boxed, reference_answer
+
+
+@pytest.mark.parametrize(
+    "text,answer,how",
+    [
+        ("so x = 3 and \\boxed{\\frac{1}{2}}.", "\\frac{1}{2}", "boxed"),
+        ("first \\boxed{1} then \\boxed{2}", "2", "boxed"),
+        ("nested \\boxed{\\frac{a}{\\sqrt{b}}}", "\\frac{a}{\\sqrt{b}}", "boxed"),
+        ("He pays 5+6 = 11\n#### 11", "11", "hash"),
+        ("Thus, the answer is 42.", "42", "answer_is"),
+        ("Final answer: $x = 5$", "x = 5", "answer_is"),
+        ("We get 3 apples, then 1,250 more", "1250", "last_number"),
+        ("\\fbox{7}", "7", "boxed"),
+    ],
+)
+def test_extractors(text: str, answer: str, how: str) -> None:
+    assert extract_answer(text) == (answer, how)
+
+
+def test_no_answer() -> None:
+    assert extract_answer("I do not know.") == (None, None)
+
+
+def test_extractor_order_is_configurable() -> None:
+    text = "The answer is 4.\n#### 5"
+    assert extract_answer(text, ["answer_is", "hash"])[0] == "4"
+    assert extract_answer(text, ["hash", "answer_is"])[0] == "5"
+    with pytest.raises(ValueError, match="unknown extractor"):
+        extract_answer(text, ["nope"])
+
+
+def test_unclosed_boxed_falls_back_to_an_earlier_box() -> None:
+    assert last_boxed("\\boxed{3} and then \\boxed{oops") == "3"
+
+
+def test_hostile_text_is_linear_time() -> None:
+    t0 = time.perf_counter()
+    for text in ["\\boxed{" + "{" * 200_000, "\\boxed{" + "x" * 1_000_000, "#" * 1_000_000, "1" * 1_000_000]:
+        extract_answer(text)
+    # generous: quadratic behaviour on 1 MB would take minutes, not seconds
+    assert time.perf_counter() - t0 < 30
+
+
+def test_reference_forms() -> None:
+    assert reference_answer("Janet sells 16 - 3 - 4 = 9 eggs.\n#### 18") == "18"
+    assert reference_answer("so it is \\boxed{\\pi}") == "\\pi"
+    assert reference_answer(" 2\\sqrt{2} ") == "2\\sqrt{2}"

@@ -1,0 +1,76 @@
+"""WorkerPool faults: hangs are killed, crashes and cancellations replace the worker, queue is bounded."""
+
+import asyncio
+
+import pytest
+
+from verifiers.workerpool import PoolFullError, PoolTimeoutError, WorkerCrashedError, WorkerPool
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def _pool(size: int = 1, **kw) -> WorkerPool:
+    pool = WorkerPool("hang_worker", size, **kw)
+    await pool.start()
+    return pool
+
+
+def test_hang_is_killed_and_the_worker_replaced() -> None:
+    async def main() -> None:
+        pool = await _pool()
+        first = (await pool.run({"action": "echo", "value": 1}, 10))["pid"]
+        with pytest.raises(PoolTimeoutError):
+            await pool.run({"action": "hang"}, 1.0)
+        reply = await pool.run({"action": "echo", "value": 2}, 30)
+        assert reply["echo"] == 2 and reply["pid"] != first
+        assert pool.replaced == 1
+        await pool.close()
+
+    run(main())
+
+
+def test_crash_and_memory_limit() -> None:
+    async def main() -> None:
+        pool = await _pool(memory_mb=512)
+        with pytest.raises(WorkerCrashedError, match="exit 3"):
+            await pool.run({"action": "exit"}, 10)
+        reply = await pool.run({"action": "alloc", "mb": 2048}, 30)
+        assert "MemoryError" in reply["error"]
+        assert (await pool.run({"action": "alloc", "mb": 16}, 30))["len"] == 16 << 20
+        await pool.close()
+
+    run(main())
+
+
+def test_cancelled_job_never_reuses_its_busy_worker() -> None:
+    async def main() -> None:
+        pool = await _pool()
+        task = asyncio.create_task(pool.run({"action": "hang"}, 60))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # Had the hung worker been reused, this would time out.
+        assert (await pool.run({"action": "echo", "value": 3}, 30))["echo"] == 3
+        await pool.close()
+
+    run(main())
+
+
+def test_queue_bound() -> None:
+    async def main() -> None:
+        pool = await _pool(queue_limit=2)
+        hung = asyncio.create_task(pool.run({"action": "hang"}, 3))
+        await asyncio.sleep(0.2)
+        waiting = [asyncio.create_task(pool.run({"action": "echo", "value": i}, 30)) for i in range(2)]
+        await asyncio.sleep(0.2)
+        with pytest.raises(PoolFullError, match="queue_limit"):
+            await pool.run({"action": "echo", "value": 9}, 30)
+        with pytest.raises(PoolTimeoutError):
+            await hung
+        assert [(await w)["echo"] for w in waiting] == [0, 1]
+        await pool.close()
+
+    run(main())
