@@ -21,6 +21,7 @@ from typing import Any
 log = logging.getLogger("rewardsvc.workerpool")
 
 _LINE_LIMIT = 8 << 20
+MEMORY_ENV = "REWARDSVC_WORKER_MEMORY_MB"
 
 
 class PoolTimeoutError(TimeoutError):
@@ -63,18 +64,15 @@ class WorkerPool:
         self._procs: set[asyncio.subprocess.Process] = set()
         self.replaced = 0
 
-    def _limit_memory(self) -> None:  # runs in the child before exec
-        limit = self.memory_mb << 20
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
     async def _spawn(self) -> _Worker:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": os.pathsep.join(sys.path),
-               "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+               "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", MEMORY_ENV: str(self.memory_mb)}
+        # No preexec_fn: it is unsafe in a process with gRPC threads (the child can die before
+        # exec). The worker applies its own limits first thing, before it reads any job.
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", self.module,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-            env=env, preexec_fn=self._limit_memory, limit=_LINE_LIMIT,
+            env=env, limit=_LINE_LIMIT,
         )
         self._procs.add(proc)
         assert proc.stdout is not None
@@ -193,8 +191,13 @@ async def _exit_code(proc: asyncio.subprocess.Process) -> int | None:
 def serve_jobs(handle: Any) -> None:
     """Worker side: answer JSON lines on stdin with `handle(job) -> dict` on the real stdout.
 
-    Library prints go to stderr so they can't corrupt the protocol.
+    Library prints go to stderr so they can't corrupt the protocol. The address-space limit is
+    set before the ready line, so no job ever runs without it.
     """
+    limit = int(os.environ.get(MEMORY_ENV, "0")) << 20
+    if limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
