@@ -25,9 +25,12 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from rewardsvc.logs import setup_logging
     from rewardsvc.server import serve
 
-    asyncio.run(serve(_load(args)))
+    config = _load(args)
+    setup_logging(config.server.log_format, args.verbose)
+    asyncio.run(serve(config))
     return 0
 
 

@@ -36,6 +36,31 @@ class ServerConfig:
         default=4_000_000, metadata={"help": "an item whose prompt+response+reference is longer gets INVALID_ITEM"}
     )
     shutdown_grace_s: float = field(default=30.0, metadata={"help": "in-flight calls get this long on SIGTERM"})
+    scorer_timeout_s: float = field(
+        default=600.0, metadata={"help": "a scorer call running longer gives its items TIMEOUT errors"}
+    )
+    max_queued_items_per_scorer: int = field(
+        default=100_000, metadata={"help": "items in flight per scorer beyond this get RESOURCE_EXHAUSTED"}
+    )
+    auth_token_file: str | None = field(
+        default=None, metadata={"help": "file holding the bearer token clients must send (health is exempt)"}
+    )
+    auth_token_env: str = field(
+        default="REWARDSVC_AUTH_TOKEN", metadata={"help": "env var holding the bearer token, if set"}
+    )
+    tls_cert_file: str | None = field(default=None, metadata={"help": "PEM certificate: serve TLS"})
+    tls_key_file: str | None = field(default=None, metadata={"help": "PEM private key for tls_cert_file"})
+    tls_client_ca_file: str | None = field(
+        default=None, metadata={"help": "PEM CA: require client certificates signed by it (mutual TLS)"}
+    )
+    allow_insecure_remote: bool = field(
+        default=False, metadata={"help": "allow plaintext without auth on a non-loopback address"}
+    )
+    metrics_port: int | None = field(
+        default=9464, metadata={"help": "Prometheus /metrics port on `host` (0 = any free port, null = off)"}
+    )
+    log_format: str = field(default="text", metadata={"help": "text or json (structured, one object a line)"})
+    log_items: bool = field(default=False, metadata={"help": "log item text (off: prompts may be private)"})
 
 
 @dataclass

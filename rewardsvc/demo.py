@@ -57,6 +57,7 @@ def _cell(details: dict[str, Any]) -> str:
 async def run() -> int:
     config = load_config()
     config.server.port = 0
+    config.server.metrics_port = None
     server = RewardServer(config)
     t0 = time.perf_counter()
     print(f"starting the server on the default config ({len(config.scorers)} scorers: "

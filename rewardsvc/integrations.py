@@ -64,7 +64,7 @@ def _verl_client() -> "RewardClient":
 
     address = os.environ.get("REWARDSVC_ADDRESS", "127.0.0.1:50051")
     if address not in _verl_clients:
-        _verl_clients[address] = RewardClient(address)
+        _verl_clients[address] = RewardClient(address, token=os.environ.get("REWARDSVC_AUTH_TOKEN") or None)
     return _verl_clients[address]
 
 
@@ -77,7 +77,8 @@ def compute_score(data_source: Any, solution_str: Any, ground_truth: Any, extra_
     """veRL custom_reward_function: `custom_reward_function.path=<this file>`, `name=compute_score`.
 
     Single call: (str, str, str, dict) -> float. Batch reward manager: lists in, list out. The
-    server address comes from REWARDSVC_ADDRESS, the scorer from REWARDSVC_SCORER or data_source.
+    server address comes from REWARDSVC_ADDRESS, the scorer from REWARDSVC_SCORER or data_source,
+    a bearer token (if the server needs one) from REWARDSVC_AUTH_TOKEN.
     """
     batched = isinstance(solution_str, list)
     sources = data_source if batched else [data_source]

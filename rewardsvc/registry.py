@@ -24,11 +24,17 @@ SCORERS: dict[str, str] = {
 
 
 def scorer_class(type_name: str) -> type[Scorer]:
-    """The Scorer class registered as `type_name`."""
-    try:
-        target = SCORERS[type_name]
-    except KeyError:
-        raise ConfigError(f"unknown scorer type {type_name!r}; registered types: {sorted(SCORERS)}") from None
+    """The Scorer class registered as `type_name`, or a plug-in given as "package.module:Class"."""
+    if ":" in type_name:
+        target = type_name  # users' own scorers, without forking the registry
+    else:
+        try:
+            target = SCORERS[type_name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown scorer type {type_name!r}; registered types: {sorted(SCORERS)} "
+                "(or give a plug-in as 'package.module:Class')"
+            ) from None
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -37,4 +43,7 @@ def scorer_class(type_name: str) -> type[Scorer]:
             f"scorer type {type_name!r} needs {module_name}, which failed to import ({exc}); "
             "run `make install` or install the extra it names"
         ) from exc
-    return getattr(module, attr)
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, Scorer)):
+        raise ConfigError(f"scorer type {type_name!r}: {target} is not a rewardsvc Scorer class")
+    return cls

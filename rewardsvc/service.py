@@ -36,6 +36,9 @@ class ScoringService:
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or load_config()
         self.scorers: dict[str, Scorer] = {}
+        # Items accepted and not yet answered, per scorer: the bound that keeps memory flat
+        # under overload, and the queue-depth gauge.
+        self.in_flight: dict[str, int] = {}
         self._started = False
 
     async def start(self) -> None:
@@ -112,6 +115,23 @@ class ScoringService:
                 f"{len(items)} items in one request; the limit (max_items_per_request) is {limit}: "
                 "split the batch (the client does this for you)"
             )
+        bound = self.config.server.max_queued_items_per_scorer
+        busy = self.in_flight.get(scorer_name, 0)
+        if busy + len(items) > bound:
+            raise LimitExceededError(
+                f"scorer {scorer_name!r} has {busy} items in flight; accepting {len(items)} more would pass "
+                f"max_queued_items_per_scorer={bound}: retry with backoff"
+            )
+        self.in_flight[scorer_name] = busy + len(items)
+        try:
+            return await self._score_accepted(scorer, items, opts)
+        finally:
+            self.in_flight[scorer_name] -= len(items)
+
+    async def _score_accepted(
+        self, scorer: Scorer, items: Sequence[Item], opts: Any
+    ) -> tuple[list[Result], ScoreTiming]:
+        scorer_name = scorer.name
         t0 = time.perf_counter_ns()
         results: list[Result | None] = [None] * len(items)
         todo: list[int] = []
@@ -124,12 +144,17 @@ class ScoringService:
                 results[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, why)
         if todo:
             batch = [items[i] for i in todo]
+            timeout = self.config.server.scorer_timeout_s
             try:
-                scored = await scorer.score(batch, opts)
+                scored = await asyncio.wait_for(scorer.score(batch, opts), timeout)
                 if len(scored) != len(batch):
                     raise RuntimeError(f"scorer returned {len(scored)} results for {len(batch)} items")
             except (asyncio.CancelledError, RewardServiceError):
                 raise  # request-level: the whole call fails with its status code
+            except asyncio.TimeoutError:
+                log.error("scorer %s ran past scorer_timeout_s=%.0fs on %d items", scorer_name, timeout, len(batch))
+                msg = f"scorer {scorer_name!r} ran past scorer_timeout_s={timeout:g}s; its work was cancelled"
+                scored = [Result.failed(it.id, ErrorCode.TIMEOUT, msg) for it in batch]
             except Exception as exc:
                 log.exception("scorer %s failed on a batch of %d", scorer_name, len(batch))
                 msg = f"scorer {scorer_name!r} failed: {type(exc).__name__}: {exc}"

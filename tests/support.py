@@ -32,6 +32,7 @@ class ServerProcess:
         server = dict(self.config.get("server") or {})
         server.setdefault("host", "127.0.0.1")
         server["port"] = 0
+        server.setdefault("metrics_port", 0)  # several servers run at once in tests
         self.config["server"] = server
         self.env = {**os.environ, **(env or {})}
         self.startup_timeout_s = startup_timeout_s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -45,13 +46,57 @@ def as_item(x: ItemLike, index: int) -> Item:
 
 
 def channel_target(address: str | Sequence[str]) -> tuple[str, list[tuple[str, Any]]]:
-    """One address, or several for client-side round-robin load balancing."""
+    """One gRPC target, load-balanced round-robin over every server it names.
+
+    A string is any gRPC target: "host:port", or "dns:///name:port" where a name with several
+    addresses (a Kubernetes headless Service) spreads over all of them and is re-resolved as servers
+    come and go. A list of "host:port" becomes one static list; its host names are resolved here,
+    once. Calls go only to servers whose connection is up, so retries move to a live one.
+    """
+    round_robin = [("grpc.lb_policy_name", "round_robin")]
     if isinstance(address, str):
-        return address, []
+        return address, round_robin
     addrs = list(address)
+    if not addrs:
+        raise ValueError("no server address given: pass 'host:port' or a list of them")
     if len(addrs) == 1:
-        return addrs[0], []
-    return "ipv4:" + ",".join(addrs), [("grpc.lb_policy_name", "round_robin")]
+        return addrs[0], round_robin
+    resolved = [_resolve(a) for a in addrs]
+    if all(v4 for v4, _ in resolved):
+        return "ipv4:" + ",".join(a for v4, _ in resolved for a in v4), round_robin
+    # Some host has only IPv6: one ipv6: list, IPv4 addresses written as v4-mapped IPv6.
+    v6 = []
+    for v4, only6 in resolved:
+        v6 += only6 + ["[::ffff:{}]:{}".format(*a.rsplit(":", 1)) for a in v4]
+    return "ipv6:" + ",".join(v6), round_robin
+
+
+def _resolve(address: str) -> tuple[list[str], list[str]]:
+    """("a.b.c.d:port" list, "[v6]:port" list) for one "host:port" (IP literals pass through)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"server address {address!r}: expected host:port (IPv6 as [addr]:port)")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ValueError(f"server address {address!r}: cannot resolve {host!r} ({exc})") from None
+    v4 = sorted({f"{i[4][0]}:{port}" for i in infos if i[0] == socket.AF_INET})
+    v6 = sorted({f"[{i[4][0]}]:{port}" for i in infos if i[0] == socket.AF_INET6})
+    return v4, v6
+
+
+def tls_credentials(ca_file: str | None, cert_file: str | None = None,
+                    key_file: str | None = None) -> grpc.ChannelCredentials:
+    def read(path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+    if bool(cert_file) != bool(key_file):
+        raise ValueError("mutual TLS needs both tls_cert_file and tls_key_file")
+    return grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
 
 
 class AsyncRewardClient:
@@ -71,10 +116,18 @@ class AsyncRewardClient:
         retries: int = 5,
         backoff_s: float = 0.2,
         max_message_bytes: int = 64 << 20,
+        token: str | None = None,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
+        """`token`: bearer token the server requires. TLS: `tls_ca_file` (the server's CA; PEM),
+        plus `tls_cert_file`/`tls_key_file` for mutual TLS. `credentials` overrides all three."""
         target, options = channel_target(address)
+        if credentials is None and (tls_ca_file or tls_cert_file):
+            credentials = tls_credentials(tls_ca_file, tls_cert_file, tls_key_file)
         options += [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -90,7 +143,7 @@ class AsyncRewardClient:
         self.max_in_flight = max_in_flight
         self.retries = retries
         self.backoff_s = backoff_s
-        self.metadata = tuple(metadata)
+        self.metadata = tuple(metadata) + ((("authorization", f"Bearer {token}"),) if token else ())
 
     async def close(self) -> None:
         await self._channel.close()

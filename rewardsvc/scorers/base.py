@@ -54,6 +54,22 @@ class Scorer(abc.ABC):
         """Return why `item` can't be scored by this scorer (it gets an INVALID_ITEM error), or None."""
         return None
 
+    def stats(self) -> dict[str, float]:
+        """Gauges for /metrics. By default: queue depth and batch fill of any DynamicBatcher the
+        scorer holds, so batched scorers report them without extra code."""
+        from rewardsvc.batching import DynamicBatcher
+
+        batchers = [v for v in vars(self).values() if isinstance(v, DynamicBatcher)]
+        if not batchers:
+            return {}
+        padded = sum(b.stats.padded_tokens for b in batchers)
+        real = sum(b.stats.real_tokens for b in batchers)
+        return {
+            "batch_queue_depth": float(sum(b.queue_depth for b in batchers)),
+            "batch_fill_ratio": real / padded if padded else 0.0,
+            "batches": float(sum(b.stats.batches for b in batchers)),
+        }
+
     @abc.abstractmethod
     async def score(self, items: Sequence[Item], options: Any) -> list[Result]:
         """Score `items` (already checked); one Result per item, same order."""

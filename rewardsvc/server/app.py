@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
 import time
-
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from rewardsvc import wire
-from rewardsvc.config import Config
-from rewardsvc.errors import RewardServiceError
+from rewardsvc.config import Config, ServerConfig
+from rewardsvc.errors import ConfigError, RewardServiceError
+from rewardsvc.server.auth import BearerTokenInterceptor, load_token
+from rewardsvc.server.metrics import Metrics
 from rewardsvc.service import ScoringService
 from rewardsvc.types import ErrorCode, Result
 from rewardsvc.v1 import reward_pb2 as pb
@@ -35,16 +38,48 @@ _STREAM_ERROR_CODES = {
 
 
 class RewardServicer(pb_grpc.RewardServiceServicer):
-    def __init__(self, service: ScoringService) -> None:
+    def __init__(self, service: ScoringService, metrics: Metrics | None = None, log_items: bool = False) -> None:
         self.service = service
+        self.metrics = metrics
+        self.log_items = log_items
         self.ready = False
 
     async def _score(self, request: pb.ScoreRequest) -> pb.ScoreResponse:
         if not self.ready:
             raise _NotReady()
-        items = [wire.item_from_pb(i) for i in request.items]
-        options = wire.options_from_struct(request.options)
-        results, timing = await self.service.score_timed(request.scorer, items, options)
+        t0 = time.perf_counter()
+        code = "OK"
+        errors: dict[str, int] = {}
+        # Only scorer names that exist become metric labels, so clients can't blow up cardinality.
+        label = request.scorer if request.scorer in self.service.scorers else "unknown"
+        try:
+            items = [wire.item_from_pb(i) for i in request.items]
+            options = wire.options_from_struct(request.options)
+            results, timing = await self.service.score_timed(request.scorer, items, options)
+            for r in results:
+                if r.error is not None:
+                    errors[r.error.code.value] = errors.get(r.error.code.value, 0) + 1
+        except RewardServiceError as exc:
+            code = exc.grpc_code
+            raise
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            elapsed = time.perf_counter() - t0
+            if self.metrics is not None:
+                m = self.metrics
+                m.requests.labels(label, code).inc()
+                m.items.labels(label).inc(len(request.items))
+                m.latency.labels(label).observe(elapsed)
+                for ecode, n in errors.items():
+                    m.item_errors.labels(label, ecode).inc(n)
+            fields = {"request_id": request.request_id, "scorer": request.scorer[:100], "items": len(request.items),
+                      "item_errors": sum(errors.values()), "code": code, "ms": round(elapsed * 1000, 1)}
+            if self.log_items:
+                fields["item_ids"] = [i.id for i in request.items][:100]
+                fields["responses"] = [i.response_text[:200] for i in request.items][:100]
+            log.info("score %s", " ".join(f"{k}={v}" for k, v in fields.items() if k != "responses"), extra=fields)
         return pb.ScoreResponse(
             request_id=request.request_id,
             scorer=request.scorer,
@@ -131,9 +166,11 @@ class RewardServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.service = ScoringService(config)
-        self.servicer = RewardServicer(self.service)
+        self.metrics = Metrics(self.service)
+        self.servicer = RewardServicer(self.service, self.metrics, config.server.log_items)
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
+        self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
 
     @property
@@ -143,7 +180,16 @@ class RewardServer:
     async def start(self) -> None:
         """Bind, answer health NOT_SERVING while scorers load, then SERVING."""
         cfg = self.config.server
+        credentials = server_credentials(cfg)
+        token = load_token(cfg)
+        if credentials is None and token is None and not _is_loopback(cfg.host) and not cfg.allow_insecure_remote:
+            raise ConfigError(
+                f"refusing to serve plaintext without auth on {cfg.host}: configure tls_cert_file/tls_key_file "
+                "and/or a bearer token (auth_token_file or $" + cfg.auth_token_env + "), bind 127.0.0.1, "
+                "or set allow_insecure_remote: true if a trusted network layer protects it"
+            )
         self._server = grpc.aio.server(
+            interceptors=[BearerTokenInterceptor(token)] if token else None,
             options=[
                 ("grpc.max_receive_message_length", cfg.max_message_bytes),
                 ("grpc.max_send_message_length", cfg.max_message_bytes),
@@ -156,10 +202,20 @@ class RewardServer:
         reflection.enable_server_reflection(
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
         )
+        bind = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
         try:
-            self.port = self._server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+            if credentials is None:
+                self.port = self._server.add_insecure_port(bind)
+            else:
+                self.port = self._server.add_secure_port(bind, credentials)
         except RuntimeError as exc:
-            raise OSError(f"cannot bind {cfg.host}:{cfg.port} ({exc}); is another server using that port?") from None
+            raise OSError(f"cannot bind {bind} ({exc}); is another server using that port?") from None
+        if cfg.metrics_port is not None:
+            try:
+                self.metrics_port = self.metrics.serve(cfg.host, cfg.metrics_port)
+            except OSError as exc:
+                raise OSError(f"cannot bind the metrics port {cfg.host}:{cfg.metrics_port} ({exc}); "
+                              "set server.metrics_port to another port, 0 for any, or null to disable") from None
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
@@ -175,6 +231,7 @@ class RewardServer:
         if self._server is not None:
             await self._server.stop(grace)
         await self.service.close()
+        self.metrics.stop()
 
     async def wait(self) -> None:
         if self._server is not None:
@@ -191,11 +248,12 @@ async def serve(config: Config, ready_message: bool = True) -> None:
     t0 = time.perf_counter()
     await server.start()
     names = ", ".join(server.service.scorers) or "none"
+    metrics = f"; metrics: http://{config.server.host}:{server.metrics_port}/metrics" if server.metrics_port else ""
     if ready_message:
         first = next(iter(server.service.scorers), "math")
         print(
             f"rewardsvc ready on {server.address} in {time.perf_counter() - t0:.1f}s "
-            f"(config: {config.source}; scorers: {names})\n"
+            f"(config: {config.source}; scorers: {names}{metrics})\n"
             f"  try: echo '{{\"id\": \"1\", \"prompt\": \"1+1?\", \"response\": \"\\\\boxed{{2}}\", "
             f"\"reference\": \"2\"}}' | rewardsvc score --scorer {first} --address {server.address}",
             flush=True,
@@ -207,3 +265,29 @@ async def serve(config: Config, ready_message: bool = True) -> None:
     print("rewardsvc: stopped", flush=True)
 
 
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def server_credentials(cfg: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS from config; with tls_client_ca_file, clients must present a certificate (mTLS)."""
+    if not cfg.tls_cert_file and not cfg.tls_key_file:
+        if cfg.tls_client_ca_file:
+            raise ConfigError("tls_client_ca_file needs tls_cert_file and tls_key_file (mTLS is on top of TLS)")
+        return None
+    if not (cfg.tls_cert_file and cfg.tls_key_file):
+        raise ConfigError("TLS needs both tls_cert_file and tls_key_file")
+    try:
+        cert = Path(cfg.tls_cert_file).read_bytes()
+        key = Path(cfg.tls_key_file).read_bytes()
+        ca = Path(cfg.tls_client_ca_file).read_bytes() if cfg.tls_client_ca_file else None
+    except OSError as exc:
+        raise ConfigError(f"cannot read a TLS file: {exc}") from None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
