@@ -88,6 +88,22 @@ class ServerProcess:
             self.kill()
         self._tmp.cleanup()
 
+    def metrics(self) -> str:
+        """The server's Prometheus /metrics text."""
+        import urllib.request
+
+        url = next(line for line in self.output if "metrics: http" in line).split("metrics: ")[1].strip()
+        return urllib.request.urlopen(url, timeout=10).read().decode()
+
+    def wait_in_flight(self, scorer: str, n: int, timeout_s: float = 60.0) -> None:
+        """Block until the server has accepted `n` items for `scorer` that are not yet answered."""
+        needle = f'rewardsvc_items_in_flight{{scorer="{scorer}"}} {float(n)}'
+        deadline = time.monotonic() + timeout_s
+        while needle not in self.metrics():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{n} items for {scorer} never in flight")
+            time.sleep(0.05)
+
     def wait_alive(self) -> bool:
         time.sleep(0)
         return self.proc is not None and self.proc.poll() is None

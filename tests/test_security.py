@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -97,8 +96,7 @@ def test_metrics_and_json_logs_without_item_text() -> None:
         with RewardClient(srv.address) as c:
             c.score("math", [{"prompt": secret, "response": "\\boxed{2}", "reference": "2"},
                              {"prompt": secret, "response": "x"}])
-        url = next(line for line in srv.output if "metrics: http" in line).split("metrics: ")[1].strip()
-        body = urllib.request.urlopen(url, timeout=10).read().decode()
+        body = srv.metrics()
         srv.terminate()
     assert 'rewardsvc_requests_total{code="OK",scorer="math"} 1.0' in body
     assert 'rewardsvc_items_total{scorer="math"} 2.0' in body

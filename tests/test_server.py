@@ -123,7 +123,7 @@ def test_sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_0() -> None:
         threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
-        time.sleep(1.0)  # calls are now running in the math workers (each takes ~3 s)
+        srv.wait_in_flight("math", 4)  # all four accepted; each takes ~3 s in a math worker
         srv.proc.send_signal(__import__("signal").SIGTERM)
         time.sleep(0.5)
         with RewardClient(srv.address, retries=0) as c:

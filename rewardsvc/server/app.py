@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -160,6 +161,51 @@ class _NotReady(Exception):
     pass
 
 
+def _parse(cls: type, data: bytes) -> object:
+    msg = cls()
+    msg.ParseFromString(data)
+    return msg
+
+
+def raw_handlers(servicer: RewardServicer) -> grpc.GenericRpcHandler:
+    """Handlers that decode requests themselves: grpc's own decoding answers corrupt bytes with
+    UNKNOWN and a logged traceback; this answers INVALID_ARGUMENT saying what was wrong."""
+    bad = "request is not a valid {}: {}; send a serialized rewardsvc.v1 message"
+
+    async def score(data: bytes, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        try:
+            request = _parse(pb.ScoreRequest, data)
+        except DecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, bad.format("ScoreRequest", exc))
+        return await servicer.Score(request, context)
+
+    async def score_stream(data_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+                           ) -> AsyncIterator[pb.ScoreResponse]:
+        async def requests() -> AsyncIterator[pb.ScoreRequest]:
+            async for data in data_iterator:
+                try:
+                    yield _parse(pb.ScoreRequest, data)
+                except DecodeError as exc:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, bad.format("ScoreRequest", exc))
+
+        async for response in servicer.ScoreStream(requests(), context):
+            yield response
+
+    async def list_scorers(data: bytes, context: grpc.aio.ServicerContext) -> pb.ListScorersResponse:
+        try:
+            request = _parse(pb.ListScorersRequest, data)
+        except DecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, bad.format("ListScorersRequest", exc))
+        return await servicer.ListScorers(request, context)
+
+    ser = lambda m: m.SerializeToString()  # noqa: E731
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, {
+        "Score": grpc.unary_unary_rpc_method_handler(score, None, ser),
+        "ScoreStream": grpc.stream_stream_rpc_method_handler(score_stream, None, ser),
+        "ListScorers": grpc.unary_unary_rpc_method_handler(list_scorers, None, ser),
+    })
+
+
 class RewardServer:
     """Owns the grpc.aio server, the health service and the ScoringService's lifetime."""
 
@@ -197,7 +243,7 @@ class RewardServer:
             ],
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
         )
-        pb_grpc.add_RewardServiceServicer_to_server(self.servicer, self._server)
+        self._server.add_generic_rpc_handlers((raw_handlers(self.servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
