@@ -1,0 +1,131 @@
+"""Bounded soak: every scorer of the default config under mixed concurrent load for ~10 minutes.
+
+    .venv/bin/python bench/soak.py [--seconds 600] [--concurrency 8] [--config F]
+
+Reports throughput, p50/p99 latency and error counts per scorer, and the server's RSS over time,
+into bench/RESULTS.md. Traffic stays on loopback, bounded in time and in calls in flight.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import write_section  # noqa: E402
+from support import ServerProcess  # noqa: E402
+
+from rewardsvc.client import AsyncRewardClient, RewardServiceCallError  # noqa: E402
+from rewardsvc.config import DEFAULT_CONFIG_PATH  # noqa: E402
+from rewardsvc.demo import KIND_SAMPLES, SAMPLES  # noqa: E402
+
+
+def rss_mb(pid: int) -> float:
+    """RSS of the server and all its children (worker processes, sandboxes)."""
+    total = 0
+    pids = [pid]
+    try:
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            pids.append(int(child))
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+async def soak(address: str, pid: int, seconds: float, concurrency: int) -> tuple[dict, list, float]:
+    lat: dict[str, list[float]] = defaultdict(list)
+    errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    items_done: dict[str, int] = defaultdict(int)
+    rss: list[tuple[float, float]] = []
+    t_end = time.monotonic() + seconds
+    t_start = time.monotonic()
+    async with AsyncRewardClient(address, timeout_s=300) as client:
+        scorers = await client.list_scorers()
+
+        async def worker(w: int) -> None:
+            rng = random.Random(w)
+            while time.monotonic() < t_end:
+                info = rng.choice(scorers)
+                samples = SAMPLES[KIND_SAMPLES.get(info["kind"], "answer")]
+                batch = [dict(rng.choice(samples)[1], id=str(i)) for i in range(rng.choice([1, 4, 8]))]
+                t0 = time.perf_counter()
+                try:
+                    res = await client.score(info["name"], batch)
+                except RewardServiceCallError as exc:
+                    errors[info["name"]][f"call:{exc.code.name}"] += 1
+                    continue
+                lat[info["name"]].append(time.perf_counter() - t0)
+                items_done[info["name"]] += len(res)
+                for r in res:
+                    if r.error:
+                        errors[info["name"]][r.error.code.value] += 1
+
+        async def sampler() -> None:
+            while time.monotonic() < t_end:
+                rss.append((time.monotonic() - t_start, rss_mb(pid)))
+                await asyncio.sleep(10)
+
+        await asyncio.gather(sampler(), *(worker(w) for w in range(concurrency)))
+    elapsed = time.monotonic() - t_start
+    stats = {}
+    for name in lat.keys() | errors.keys():
+        ls = sorted(lat.get(name, []))
+        stats[name] = {
+            "calls": len(ls),
+            "items": items_done.get(name, 0),
+            "p50_ms": 1000 * statistics.median(ls) if ls else float("nan"),
+            "p99_ms": 1000 * ls[min(len(ls) - 1, int(0.99 * len(ls)))] if ls else float("nan"),
+            "errors": dict(errors.get(name, {})),
+        }
+    return stats, rss, elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=600)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--config", default=str(DEFAULT_CONFIG_PATH))
+    args = ap.parse_args()
+    config = yaml.safe_load(Path(args.config).read_text())
+    with ServerProcess(config, startup_timeout_s=900) as srv:
+        stats, rss, elapsed = asyncio.run(soak(srv.address, srv.proc.pid, args.seconds, args.concurrency))
+        alive = srv.wait_alive()
+    rows = "\n".join(
+        f"| {n} | {s['calls']} | {s['items']} | {s['items'] / elapsed:.1f} | {s['p50_ms']:.0f} | {s['p99_ms']:.0f} | "
+        f"{', '.join(f'{k}: {v}' for k, v in s['errors'].items()) or '0'} |"
+        for n, s in sorted(stats.items())
+    )
+    rss_line = ", ".join(f"{t:.0f}s: {m:.0f}" for t, m in rss[:: max(1, len(rss) // 12)])
+    body = f"""Duration {elapsed:.0f} s, {args.concurrency} concurrent callers, random scorer and batch size (1/4/8)
+per call, samples from `rewardsvc/demo.py` (including hostile code and master-key answers).
+Server alive at the end: {alive}.
+
+| scorer | calls | items | items/s | p50 ms | p99 ms | item / call errors |
+|---|---|---|---|---|---|---|
+{rows}
+
+Server RSS (MB, server + direct children) over time: {rss_line}.
+Growth first to last sample: {rss[-1][1] - rss[0][1]:+.0f} MB."""
+    print(body)
+    write_section("Soak (soak.py)", f"python bench/soak.py --seconds {args.seconds:g}", body)
+
+
+if __name__ == "__main__":
+    main()
