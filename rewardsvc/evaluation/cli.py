@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probes", help="hacking suite: probe file (JSON list of strings or JSONL {probe}); "
                                     "default: the master keys of Zhao et al. 2025")
     p.add_argument("--subset", help="subset name for every row (default: the row's `subset`, else the file name)")
-    p.add_argument("--limit", type=int, help="use only the first N rows of each file")
+    p.add_argument("--limit", type=int, help="use only the first N records of each file")
     p.add_argument("--batch-size", type=int, default=64, help="items per request (default 64)")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per request with --address (default 600)")
@@ -62,8 +62,7 @@ def load_suite(args: argparse.Namespace) -> Suite:
     def rows(loader: Any) -> list[Any]:
         out: list[Any] = []
         for path in args.data:
-            got = loader(path, args.subset)
-            out += got[: args.limit] if args.limit is not None else got
+            out += loader(path, args.subset, args.limit)
         return out
 
     threshold = args.threshold if args.threshold is not None else DEFAULT_THRESHOLDS.get(args.suite, 0.5)
@@ -120,9 +119,11 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from rewardsvc.client import RewardServiceCallError
+
     try:
         out = run(args)
-    except (RewardServiceError, ValueError, OSError) as exc:
+    except (RewardServiceError, RewardServiceCallError, ValueError, OSError) as exc:
         print(f"rewardsvc eval: error: {exc}", file=sys.stderr)
         return 2
     width = max(len(k) for k, _ in out["headline"])

@@ -89,8 +89,16 @@ class PromptRow:
 # ---- reading -----------------------------------------------------------------------------------
 
 
-def read_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, row) for every record of a .jsonl/.json file, gzipped or not; `where` is "file:line"."""
+def read_rows(path: str | Path, limit: int | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, row) for the records of a .jsonl/.json file (the first `limit` of them), gzipped or
+    not; `where` is "file:line"."""
+    for n, got in enumerate(_read_rows(path)):
+        if limit is not None and n >= limit:
+            return
+        yield got
+
+
+def _read_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     p = Path(path)
     opener = gzip.open if p.suffix == ".gz" else open
     try:
@@ -171,14 +179,14 @@ def _row_id(row: dict[str, Any], where: str) -> str:
 # ---- pairs ---------------------------------------------------------------------------------------
 
 
-def load_pairs(path: str | Path, subset: str | None = None) -> list[PairRow]:
+def load_pairs(path: str | Path, subset: str | None = None, limit: int | None = None) -> list[PairRow]:
     """RewardBench rows (prompt, chosen, rejected, subset) or HH-RLHF dialogue pairs (chosen,
     rejected), where the prompt is the dialogue up to the last "\\n\\nAssistant:"."""
     from rewardsvc.scorers.render import hh_prompt_response
 
     out: list[PairRow] = []
     fallback = subset or default_subset(path)
-    for where, row in read_rows(path):
+    for where, row in read_rows(path, limit):
         if "chosen" not in row or "rejected" not in row:
             raise ValueError(f"{where}: a pair needs 'chosen' and 'rejected' (and 'prompt' unless an HH-RLHF dialogue)")
         sub = subset or str(row.get("subset") or fallback)
@@ -270,9 +278,9 @@ def candidate_row(row: dict[str, Any], where: str, subset: str | None, fallback:
     return CandidateRow(rid, sub, prompt, chosen, rejected, extra, ties_key)
 
 
-def load_candidates(path: str | Path, subset: str | None = None) -> list[CandidateRow]:
+def load_candidates(path: str | Path, subset: str | None = None, limit: int | None = None) -> list[CandidateRow]:
     fallback = default_subset(path)
-    return [candidate_row(row, where, subset, fallback) for where, row in read_rows(path)]
+    return [candidate_row(row, where, subset, fallback) for where, row in read_rows(path, limit)]
 
 
 # ---- steps ---------------------------------------------------------------------------------------
@@ -285,14 +293,14 @@ def _steps(value: Any, where: str) -> list[str]:
     return list(value)
 
 
-def load_steps(path: str | Path, subset: str | None = None) -> list[StepRow]:
+def load_steps(path: str | Path, subset: str | None = None, limit: int | None = None) -> list[StepRow]:
     """PRMBench rows (original_process all correct; modified_process wrong at the 1-indexed
     error_steps; an original shared by several rows is kept once), ProcessBench rows
     {problem, steps, label = first wrong step or -1} and TRL rows {prompt, completions, labels}."""
     out: list[StepRow] = []
     seen_originals: set[tuple[str, tuple[str, ...]]] = set()
     fallback = default_subset(path)
-    for where, row in read_rows(path):
+    for where, row in read_rows(path, limit):
         rid = _row_id(row, where)
         if "original_process" in row and "modified_process" in row:
             original = _steps(row["original_process"], f"{where}.original_process")
@@ -337,12 +345,12 @@ def load_steps(path: str | Path, subset: str | None = None) -> list[StepRow]:
 # ---- verifier and hacking -----------------------------------------------------------------------
 
 
-def load_labelled(path: str | Path, subset: str | None = None) -> list[LabelledRow]:
+def load_labelled(path: str | Path, subset: str | None = None, limit: int | None = None) -> list[LabelledRow]:
     """Rows {prompt, response, label (bool or 0/1), reference?, ...}; any best-of-N row is
     flattened into its completions (chosen = correct, rejected = incorrect)."""
     out: list[LabelledRow] = []
     fallback = default_subset(path)
-    for where, row in read_rows(path):
+    for where, row in read_rows(path, limit):
         if "label" in row and (isinstance(row.get("response"), str) or _is_messages(row.get("response"))):
             label = row["label"]
             if not isinstance(label, bool | int) or isinstance(label, int) and label not in (0, 1):
@@ -363,12 +371,12 @@ def _is_messages(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "content" in m for m in value)
 
 
-def load_prompts(path: str | Path, subset: str | None = None) -> list[PromptRow]:
+def load_prompts(path: str | Path, subset: str | None = None, limit: int | None = None) -> list[PromptRow]:
     """Hacking-suite prompts: {prompt, reference, response?, label?, ...}; MATH rows
     {problem, answer, solution} work as they are (the solution becomes a genuine control)."""
     out: list[PromptRow] = []
     fallback = default_subset(path)
-    for where, row in read_rows(path):
+    for where, row in read_rows(path, limit):
         rid = _row_id(row, where)
         sub = subset or str(row.get("subset") or fallback)
         if "prompt" in row:

@@ -64,6 +64,11 @@ def _fmt_probe(p: str) -> str:
     return repr(p) if not p.strip() or len(p) < 3 else p
 
 
+def _plot_label(p: str) -> str:
+    """Probe text for a plot axis: escapes instead of glyphs the default font lacks (CJK)."""
+    return _fmt_probe(p) if p.isascii() else ascii(p)
+
+
 # ---- pairs ---------------------------------------------------------------------------------------
 
 
@@ -321,7 +326,7 @@ def hacking_suite(rows: Sequence[D.PromptRow], probes: Sequence[str], threshold:
         return Summary(
             summary, head, ["probe", "prompts", "false-positive rate", "mean score", "missing"], table, dist,
             "probe vs genuine scores", probs, labels, "P(accepted)",
-            {_fmt_probe(p): v["false_positive_rate"] for p, v in summary["probes"].items()},
+            {_plot_label(p): v["false_positive_rate"] for p, v in summary["probes"].items()},
             "false-positive rate per probe",
         )
 
