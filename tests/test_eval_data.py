@@ -15,8 +15,8 @@ DATA = Path(__file__).parent / "data" / "eval"
 
 
 def test_hh_rlhf_prompt_is_the_dialogue_up_to_the_last_assistant_turn() -> None:
-    rows = D.load_pairs(DATA / "hh-rlhf-helpful-base-test-24.jsonl")
-    raw = [json.loads(x) for x in (DATA / "hh-rlhf-helpful-base-test-24.jsonl").read_text().splitlines()]
+    rows = D.load_pairs(DATA / "hh-rlhf-helpful-base-heldout-24.jsonl")
+    raw = [json.loads(x) for x in (DATA / "hh-rlhf-helpful-base-heldout-24.jsonl").read_text().splitlines()]
     assert len(rows) == len(raw) == 24
     for row, rec in zip(rows, raw):
         cut = rec["chosen"].rindex("\n\nAssistant:")
@@ -25,7 +25,7 @@ def test_hh_rlhf_prompt_is_the_dialogue_up_to_the_last_assistant_turn() -> None:
         assert rendered == prefix
         assert rec["chosen"] == prefix + "\n\nAssistant: " + row.chosen
         assert rec["rejected"].endswith(row.rejected)
-        assert row.subset == "hh-rlhf-helpful-base-test-24"
+        assert row.subset == "hh-rlhf-helpful-base-heldout-24"
 
 
 def test_rewardbench_rows_keep_subset_chat_messages_and_item_fields() -> None:
@@ -80,8 +80,8 @@ def test_ties_rows_need_reference_ids(tmp_path: Path) -> None:
 
 
 def test_prmbench_error_steps_are_one_indexed_and_originals_are_kept_once() -> None:
-    rows = D.load_steps(DATA / "prmbench-train-sample.jsonl")
-    raw = [json.loads(x) for x in (DATA / "prmbench-train-sample.jsonl").read_text().splitlines()]
+    rows = D.load_steps(DATA / "prmbench-train-heldout-sample.jsonl")
+    raw = [json.loads(x) for x in (DATA / "prmbench-train-heldout-sample.jsonl").read_text().splitlines()]
     modified = [r for r in rows if r.erroneous_source]
     originals = [r for r in rows if not r.erroneous_source]
     assert len(modified) == len(raw)
