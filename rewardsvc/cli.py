@@ -30,6 +30,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _load(args)
     setup_logging(config.server.log_format, args.verbose)
+    if getattr(args, "ray", False):
+        from rewardsvc.rayserve.cli import serve_on_ray
+
+        return serve_on_ray(config, args.ray_address)
     asyncio.run(serve(config))
     return 0
 
@@ -113,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="YAML config (default: the built-in default config)")
     s.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (default from config: 50051; 0 = any free port)")
+    s.add_argument("--ray", action="store_true",
+                   help="deploy on Ray Serve as laid out by the config's `ray:` section (needs rewardsvc[ray])")
+    s.add_argument("--ray-address", help="Ray cluster to join with --ray: auto, ray://host:10001 (default: config, "
+                   "$RAY_ADDRESS, else start a local Ray)")
     s.set_defaults(fn=cmd_serve)
 
     s = sub.add_parser("score", help="score JSONL items (stdin -> stdout by default)")

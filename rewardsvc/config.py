@@ -77,6 +77,8 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     scorers: list[ScorerSpec] = field(default_factory=list)
     source: str = "<built-in default>"
+    # The optional `ray:` section (rewardsvc.rayserve.options.RayConfig), used by `serve --ray`.
+    ray: Any = None
 
 
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
@@ -85,9 +87,11 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
 
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a mapping with 'server' and 'scorers'")
-    unknown = set(data) - {"server", "scorers"}
+    unknown = set(data) - {"server", "scorers", "ray"}
     if unknown:
-        raise ConfigError(f"{source}: unknown top-level key(s) {sorted(unknown)}; expected 'server', 'scorers'")
+        raise ConfigError(
+            f"{source}: unknown top-level key(s) {sorted(unknown)}; expected 'server', 'scorers', 'ray'"
+        )
     try:
         server = from_dict(ServerConfig, data.get("server") or {}, f"{source}: server")
     except ValueError as exc:
@@ -105,7 +109,12 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         specs.append(ScorerSpec(name=str(name), type=type_name, config=cfg))
-    return Config(server=server, scorers=specs, source=source)
+    ray = None
+    if "ray" in data:
+        from rewardsvc.rayserve.options import parse_ray_section
+
+        ray = parse_ray_section(data["ray"], [s.name for s in specs], f"{source}: ray")
+    return Config(server=server, scorers=specs, source=source, ray=ray)
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -127,4 +136,5 @@ def config_to_dict(config: Config) -> dict[str, Any]:
     return {
         "server": dataclasses.asdict(config.server),
         "scorers": {s.name: {"type": s.type, **dataclasses.asdict(s.config)} for s in config.scorers},
+        **({"ray": dataclasses.asdict(config.ray)} if config.ray is not None else {}),
     }

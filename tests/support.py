@@ -27,8 +27,9 @@ class ServerProcess:
     """
 
     def __init__(self, config: dict[str, Any], env: dict[str, str] | None = None,
-                 startup_timeout_s: float = 300.0) -> None:
+                 startup_timeout_s: float = 300.0, args: list[str] | None = None) -> None:
         self.config = dict(config)
+        self.args = list(args or [])  # extra `serve` arguments, e.g. ["--ray", "--ray-address", ...]
         server = dict(self.config.get("server") or {})
         server.setdefault("host", "127.0.0.1")
         server["port"] = 0
@@ -56,7 +57,7 @@ class ServerProcess:
         cfg_path = Path(self._tmp.name) / "config.yaml"
         cfg_path.write_text(yaml.safe_dump(self.config))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rewardsvc.cli", "serve", "--config", str(cfg_path)],
+            [sys.executable, "-m", "rewardsvc.cli", "serve", "--config", str(cfg_path), *self.args],
             cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         threading.Thread(target=self._pump, daemon=True).start()

@@ -1,0 +1,164 @@
+"""`rewardsvc serve --ray` on a local Ray cluster (issue 7): the unchanged client against Ray Serve.
+
+One Ray cluster (`ray.init(num_cpus=2)`) and one deployment for the module: Ray takes tens of seconds
+to start, so every check shares them. The server is the real CLI joining that cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray Serve tests need the rewardsvc[ray] extra: pip install 'rewardsvc[ray]'")
+serve = pytest.importorskip("ray.serve", reason="Ray Serve tests need ray[serve]: pip install 'rewardsvc[ray]'")
+
+from rewardsvc import wire  # noqa: E402
+from rewardsvc.client import AsyncRewardClient, RewardClient, RewardServiceCallError  # noqa: E402
+from rewardsvc.rayserve.app import INGRESS_NAME, free_port  # noqa: E402
+from rewardsvc.types import ErrorCode, Item  # noqa: E402
+from rewardsvc.v1 import reward_pb2 as pb  # noqa: E402
+from rewardsvc.v1 import reward_pb2_grpc as pb_grpc  # noqa: E402
+from support import ServerProcess  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+APP = "rewardsvc"
+TOKEN = uuid.uuid4().hex
+TOKEN_ENV = "REWARDSVC_RAY_TEST_TOKEN"
+CALLS, PER_CALL = 50, 10
+
+
+def _config() -> dict:
+    return {
+        "server": {"auth_token_env": TOKEN_ENV},
+        "scorers": {
+            "math": {"type": "math", "workers": 1, "timeout_s": 10.0},
+            "double_math": {"type": "composite", "components": [{"scorer": "math", "weight": 2.0}]},
+        },
+        "ray": {
+            "app_name": APP,
+            "http_port": free_port(),
+            # Two logical CPUs: two math replicas at 0.5 each leave room for the replacement of a killed one.
+            "ingress": {"ray_actor_options": {"num_cpus": 0}},
+            "scorers": {
+                "math": {"num_replicas": 2, "ray_actor_options": {"num_cpus": 0.5}},
+                "double_math": {"ray_actor_options": {"num_cpus": 0}},
+            },
+        },
+    }
+
+
+def _math_items(n: int) -> list[dict]:
+    # Every third reference is wrong, so scores are not all equal and a wrong one would show.
+    return [{"id": f"m{i}", "prompt": f"What is {i}?", "response": f"The answer is \\boxed{{{i}}}.",
+             "reference": str(i if i % 3 else i + 1)} for i in range(n)]
+
+
+def _expected(item: dict) -> float:
+    return 1.0 if item["reference"] in item["response"].replace("{", " ").replace("}", " ").split() else 0.0
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_server(cluster: str) -> Iterator[ServerProcess]:
+    srv = ServerProcess(_config(), env={TOKEN_ENV: TOKEN}, startup_timeout_s=300,
+                        args=["--ray", "--ray-address", cluster])
+    with srv:
+        yield srv
+
+
+def _replica_states() -> dict[str, int]:
+    status = serve.status().applications[APP].deployments["math"]
+    return {str(k.value if hasattr(k, "value") else k): v for k, v in status.replica_states.items()}
+
+
+def test_two_replicas_share_500_items_and_killing_one_loses_none(ray_server: ServerProcess) -> None:
+    items = _math_items(CALLS * PER_CALL)
+    chunks = [items[i : i + PER_CALL] for i in range(0, len(items), PER_CALL)]
+    killed: list[str] = []
+
+    async def run() -> list:
+        async with AsyncRewardClient(ray_server.address, token=TOKEN, retries=8, backoff_s=0.1) as client:
+            calls = [asyncio.create_task(client.score("math", chunk)) for chunk in chunks]
+            pending, done = set(calls), []
+            while len(done) < 10:
+                finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                done += finished
+            assert pending, "every call finished before a replica could be killed: nothing was mid-run"
+            victim = done[0].result()[0].details["replica"]
+            ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+            killed.append(victim)
+            return [r for part in await asyncio.gather(*calls) for r in part]
+
+    results = asyncio.run(run())
+
+    assert [r.id for r in results] == [it["id"] for it in items]  # each answered exactly once, in order
+    assert [r.error for r in results if r.error is not None] == []
+    assert [r.score for r in results] == [_expected(it) for it in items]
+    served = collections.Counter(r.details["replica"] for r in results)
+    assert killed[0] in served and len(served) >= 2, served  # both replicas served some
+    ingress = serve.get_deployment_handle(INGRESS_NAME, app_name=APP)
+    resent = ingress.stats.remote().result()["resent"]
+    # Calls were in flight on the killed replica and went to another one: mid-run, and nothing lost.
+    assert resent.get("math", 0) >= 1, resent
+    # Ray replaces the killed replica.
+    deadline = time.monotonic() + 120
+    while _replica_states().get("RUNNING", 0) < 2:
+        assert time.monotonic() < deadline, f"math never got back to 2 running replicas: {_replica_states()}"
+        time.sleep(0.5)
+
+
+def test_same_api_over_ray_composites_errors_auth_health_stream(ray_server: ServerProcess) -> None:
+    items = _math_items(12)
+    with RewardClient(ray_server.address, token=TOKEN) as client:
+        assert {s["name"] for s in client.list_scorers()} == {"math", "double_math"}
+        doubled = client.score("double_math", items)
+        assert [r.score for r in doubled] == [2 * _expected(it) for it in items]
+        assert all(r.details["components"] == {"math": _expected(it)} for r, it in zip(doubled, items))
+        bad = client.score("math", [{"id": "x", "prompt": "q", "response": "\\boxed{1}"}])[0]
+        assert bad.error is not None and bad.error.code == ErrorCode.INVALID_ITEM and "reference" in bad.error.message
+        with pytest.raises(RewardServiceCallError) as unknown:
+            client.score("nope", items[:1])
+        assert unknown.value.code == grpc.StatusCode.NOT_FOUND and "math" in unknown.value.details
+        with pytest.raises(RewardServiceCallError) as bad_option:
+            client.score("math", items[:1], extract=["bogus"])
+        assert bad_option.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+    with RewardClient(ray_server.address, retries=0) as anonymous:
+        anonymous.wait_ready(timeout_s=30)  # health is open: kubelet probes carry no token
+        with pytest.raises(RewardServiceCallError) as denied:
+            anonymous.score("math", items[:1])
+        assert denied.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+    # ScoreStream through Ray's proxy: every request answered once, matched by request_id.
+    with grpc.insecure_channel(ray_server.address) as channel:
+        stub = pb_grpc.RewardServiceStub(channel)
+        requests = [pb.ScoreRequest(request_id=f"r{k}", scorer="math",
+                                    items=[wire.item_to_pb(Item(**it)) for it in items[k * 4 : k * 4 + 4]])
+                    for k in range(3)]
+        responses = list(stub.ScoreStream(iter(requests), metadata=[("authorization", f"Bearer {TOKEN}")], timeout=60))
+    by_id = {r.request_id: r for r in responses}
+    assert sorted(by_id) == ["r0", "r1", "r2"] and len(responses) == 3
+    for k in range(3):
+        assert [x.score for x in by_id[f"r{k}"].results] == [_expected(it) for it in items[k * 4 : k * 4 + 4]]
+
+
+def test_sigterm_deletes_the_application(ray_server: ServerProcess) -> None:
+    assert ray_server.terminate(120) == 0
+    assert APP not in serve.status().applications
+    assert "rewardsvc: stopped" in ray_server.output
