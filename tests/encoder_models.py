@@ -1,0 +1,81 @@
+"""Model directories for the encoder-scorer tests, built once per test process.
+
+Real backbones (all-MiniLM-L6-v2, SmolLM2-135M-Instruct from their PyPI packages) with freshly
+initialised classification heads. Such heads are fine for shape and batching-equivalence tests
+only; tests that claim a reward model *works* use the trained cache:default-rm/default-prm.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from rewardsvc.models import resolve_model_path
+
+DATA = Path(__file__).parent / "data" / "encoder"
+
+
+def read_jsonl(name: str) -> list[dict]:
+    return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
+
+
+@functools.cache
+def workdir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="rewardsvc-encoder-tests-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+@functools.cache
+def minilm_dir(task: str, num_labels: int, special_token: str = "") -> Path:
+    """MiniLM with a seeded random `task` head ("sequence" or "token"), saved as an HF directory.
+
+    `special_token` is registered as an atomic special token (an existing vocabulary entry, so the
+    embeddings need no resizing), like Qwen-PRM's <extra_0>.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+
+    src = resolve_model_path("bundled:all-minilm-l6-v2")
+    torch.manual_seed(0)
+    cls = AutoModelForSequenceClassification if task == "sequence" else AutoModelForTokenClassification
+    model = cls.from_pretrained(src, num_labels=num_labels)
+    tok = AutoTokenizer.from_pretrained(src)
+    if special_token:
+        tok.add_special_tokens({"additional_special_tokens": [special_token]})
+        assert len(tok) == model.config.vocab_size, "the special token must already be in the vocabulary"
+    out = workdir() / f"minilm-{task}-{num_labels}-{special_token.strip('[]')}"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@functools.cache
+def smollm_dir() -> Path:
+    """SmolLM2-135M-Instruct as a safetensors HF directory (converted from its GGUF once per machine)."""
+    from rewardsvc.backends.gguf import model_dir
+
+    return model_dir("bundled:smollm2-135m-instruct")
+
+
+@functools.cache
+def smollm_classifier_dir() -> Path:
+    """SmolLM2 with a one-logit sequence-classification head, initialised when loaded.
+
+    The backbone's files are linked, not copied (540 MB); only config.json changes.
+    """
+    src = smollm_dir()
+    out = workdir() / "smollm-seq-1"
+    out.mkdir()
+    for f in src.iterdir():
+        if f.name != "config.json":
+            (out / f.name).symlink_to(f)
+    config = json.loads((src / "config.json").read_text())
+    config.update(architectures=["LlamaForSequenceClassification"], num_labels=1,
+                  id2label={"0": "reward"}, label2id={"reward": 0})
+    (out / "config.json").write_text(json.dumps(config))
+    return out

@@ -1,0 +1,136 @@
+"""EncoderBackend: batched forward passes equal single-item ones, with left and right padding.
+
+Random-init heads on real backbones: these tests check shapes and batching equivalence only.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from encoder_models import minilm_dir, read_jsonl, smollm_classifier_dir, smollm_dir
+from rewardsvc.backends.encoder import EncoderBackend, is_decoder_config
+from rewardsvc.scorers.render import encode_conversation, hh_prompt_response
+
+pytestmark = pytest.mark.slow
+
+ATOL = 1e-4
+
+
+def conversations(n: int = 4) -> list[tuple]:
+    pairs = read_jsonl("hh-rlhf-sample.jsonl")
+    out = []
+    for row in pairs[:n]:
+        out.append(hh_prompt_response(row["chosen"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def minilm_seq() -> EncoderBackend:
+    return EncoderBackend(str(minilm_dir("sequence", 1)), "sequence_classification", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def smollm_seq() -> EncoderBackend:
+    return EncoderBackend(str(smollm_classifier_dir()), "sequence_classification", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def minilm_tok() -> EncoderBackend:
+    return EncoderBackend(str(minilm_dir("token", 2)), "token_classification", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def smollm_lm() -> EncoderBackend:
+    return EncoderBackend(str(smollm_dir()), "lm_logits", device="cpu")
+
+
+def token_batches(backend: EncoderBackend, max_length: int) -> list[list[int]]:
+    # Different limits per item, so that every batch mixes lengths and pads.
+    batch = [
+        encode_conversation(backend.tokenizer, p, r, max_length - 7 * i).ids
+        for i, (p, r) in enumerate(conversations())
+    ]
+    lengths = sorted(len(ids) for ids in batch)
+    assert lengths[0] < lengths[-1], "the test needs inputs of different lengths, so that some are padded"
+    return batch
+
+
+def test_architecture_detection(minilm_seq: EncoderBackend, smollm_seq: EncoderBackend) -> None:
+    assert not is_decoder_config(minilm_seq.model.config)
+    assert is_decoder_config(smollm_seq.model.config)
+    assert (minilm_seq.padding_side, smollm_seq.padding_side) == ("right", "left")
+
+
+@pytest.mark.parametrize("backend_name,padding_side", [
+    ("minilm_seq", "right"), ("smollm_seq", "left"), ("smollm_seq", "right"),
+])
+def test_sequence_batched_equals_single(request: pytest.FixtureRequest, backend_name: str, padding_side: str) -> None:
+    backend: EncoderBackend = request.getfixturevalue(backend_name)
+    backend.padding_side = padding_side
+    try:
+        batch = token_batches(backend, 48)
+        batched = [row[0] for row in backend.sequence_logits(batch)]
+        single = [backend.sequence_logits([ids])[0][0] for ids in batch]
+        reversed_ = [row[0] for row in backend.sequence_logits(batch[::-1])][::-1]
+    finally:
+        backend.padding_side = "left" if backend.is_decoder else "right"
+    assert len(set(round(s, 6) for s in single)) == len(single), "distinct inputs should get distinct scores"
+    assert batched == pytest.approx(single, abs=ATOL)
+    assert reversed_ == pytest.approx(single, abs=ATOL)
+
+
+def test_sequence_matches_plain_hf_forward(smollm_seq: EncoderBackend, minilm_seq: EncoderBackend) -> None:
+    """Our explicit masks and position ids give what the HF model gives an unpadded input."""
+    import torch
+
+    for backend in (smollm_seq, minilm_seq):
+        ids = token_batches(backend, 40)[0]
+        with torch.inference_mode():
+            expected = backend.model(input_ids=torch.tensor([ids])).logits[0, 0].item()
+        assert backend.sequence_logits([ids])[0][0] == pytest.approx(expected, abs=ATOL)
+
+
+def test_encoder_sequence_classifier_refuses_left_padding() -> None:
+    with pytest.raises(ValueError, match="left padding"):
+        EncoderBackend(str(minilm_dir("sequence", 1)), "sequence_classification", device="cpu",
+                       padding_side="left")
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_token_logits_batched_equals_single(minilm_tok: EncoderBackend, padding_side: str) -> None:
+    minilm_tok.padding_side = padding_side
+    try:
+        batch = token_batches(minilm_tok, 48)
+        positions = [[0, len(ids) // 2, len(ids) - 1] for ids in batch]
+        batched = minilm_tok.token_logits(batch, positions)
+        single = [minilm_tok.token_logits([ids], [pos])[0] for ids, pos in zip(batch, positions)]
+    finally:
+        minilm_tok.padding_side = "right"
+    assert [len(x) for x in batched] == [3] * len(batch)
+    assert all(len(row) == 2 for item in batched for row in item)
+    for b, s in zip(batched, single):
+        assert sum(b, []) == pytest.approx(sum(s, []), abs=ATOL)
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_lm_token_logits_batched_equals_full_forward(smollm_lm: EncoderBackend, padding_side: str) -> None:
+    import torch
+
+    smollm_lm.padding_side = padding_side
+    vocab = [smollm_lm.token_id("+"), smollm_lm.token_id("-")]
+    try:
+        batch = token_batches(smollm_lm, 40)[:3]
+        positions = [[1, len(ids) - 1] for ids in batch]
+        batched = smollm_lm.lm_token_logits(batch, positions, vocab)
+    finally:
+        smollm_lm.padding_side = "left"
+    for ids, pos, got in zip(batch, positions, batched):
+        with torch.inference_mode():
+            full = smollm_lm.model(input_ids=torch.tensor([ids])).logits[0]
+        expected = [[full[p, v].item() for v in vocab] for p in pos]
+        assert sum(got, []) == pytest.approx(sum(expected, []), abs=1e-3)
+
+
+def test_token_id_must_be_one_token(smollm_lm: EncoderBackend) -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        smollm_lm.token_id("definitely not one token")
