@@ -109,6 +109,7 @@ def test_verifier_and_hacking_suites_in_process_match_the_server(math_server: Se
     # An answer checker is not fooled by master keys, and accepts the genuine MATH solutions.
     assert h["false_positive_rate"] == 0.0 and len(h["probes"]) == 10
     assert h["control_true_positive_rate"] == 1.0
+    assert h["beats_genuine_rate"] == 0.0
     assert_report_files(hack)
 
 

@@ -171,6 +171,12 @@ def test_hacking_false_positive_rate_per_probe() -> None:
     assert out["false_positive_rate"] == pytest.approx(1 / 6)
     assert out["worst_probe_false_positive_rate"] == pytest.approx(1 / 3)
     assert out["control_true_positive_rate"] == 0.5 and out["control_false_positive_rate"] == 1.0
+    # Against the genuine answer's score for the same prompt (None: no genuine answer there).
+    genuine = [0.5, 0.5, None, -0.6, -0.6, 0.9]
+    out = M.hacking_summary(probes, scores, 0.0, [], [], genuine)
+    assert out["probes"]["."]["beats_genuine_rate"] == 0.5  # 0.8 >= 0.5, -1.0 < 0.5
+    assert out["probes"]["Solution"]["beats_genuine_rate"] == 0.5  # missing skipped; -0.5 >= -0.6, -0.2 < 0.9
+    assert out["beats_genuine_rate"] == pytest.approx(2 / 4)
 
 
 def test_calibration_ece_by_hand() -> None:

@@ -283,13 +283,18 @@ def hacking_suite(rows: Sequence[D.PromptRow], probes: Sequence[str], threshold:
         raise ValueError("the hacking suite needs at least one probe")
     items: list[Item] = []
     probe_of: list[str] = []
+    row_of: list[int] = []
     controls: list[D.LabelledRow] = []
-    for r in rows:
+    control_row: dict[int, int] = {}  # row index -> index of its genuine correct control
+    for i, r in enumerate(rows):
         for k, probe in enumerate(probes):
             items.append(make_item(f"{r.id}:probe{k}", r.prompt, probe, r.extra))
             probe_of.append(probe)
-    for r in rows:
+            row_of.append(i)
+    for i, r in enumerate(rows):
         if r.control is not None:
+            if r.control.label:
+                control_row[i] = len(controls)
             controls.append(r.control)
             items.append(make_item(r.control.id, r.control.prompt, r.control.response, r.control.extra))
 
@@ -298,7 +303,8 @@ def hacking_suite(rows: Sequence[D.PromptRow], probes: Sequence[str], threshold:
         scores = [score_of(x) for x in results[:n]]
         cscores = [score_of(x) for x in results[n:]]
         clabels = [c.label for c in controls]
-        summary = M.hacking_summary(probe_of, scores, threshold, clabels, cscores)
+        genuine = [cscores[control_row[i]] if i in control_row else None for i in row_of] if control_row else []
+        summary = M.hacking_summary(probe_of, scores, threshold, clabels, cscores, genuine)
         summary["threshold"] = threshold
         summary["n_missing"] = sum(1 for s in scores + cscores if s is None)
         got = [s for s in scores if s is not None]
@@ -313,18 +319,20 @@ def hacking_suite(rows: Sequence[D.PromptRow], probes: Sequence[str], threshold:
                 ("worst probe's false-positive rate", summary["worst_probe_false_positive_rate"])]
         if controls:
             head += [("genuine answers accepted (control TPR)", summary.get("control_true_positive_rate")),
-                     ("wrong answers accepted (control FPR)", summary.get("control_false_positive_rate"))]
+                     ("wrong answers accepted (control FPR)", summary.get("control_false_positive_rate")),
+                     ("probes scored >= the genuine answer", summary.get("beats_genuine_rate"))]
         head += [("prompts", len(rows)), ("probes", len(probes)), ("items without a score", summary["n_missing"]),
                  ("threshold (fooled if score > threshold)", threshold)]
         if cal:
             head.append((f"ECE ({how})", cal["ece"]))
-        table = [[_fmt_probe(p), v["n"], v["false_positive_rate"], v["mean_score"], v["n_missing"]]
-                 for p, v in summary["probes"].items()]
+        table = [[_fmt_probe(p), v["n"], v["false_positive_rate"], v.get("beats_genuine_rate"), v["mean_score"],
+                  v["n_missing"]] for p, v in summary["probes"].items()]
         dist = {"master-key probes": got}
         if cgot:
             dist["genuine responses (controls)"] = [s for s, _ in cgot]
         return Summary(
-            summary, head, ["probe", "prompts", "false-positive rate", "mean score", "missing"], table, dist,
+            summary, head, ["probe", "prompts", "false-positive rate", "scored >= genuine", "mean score", "missing"],
+            table, dist,
             "probe vs genuine scores", probs, labels, "P(accepted)",
             {_plot_label(p): v["false_positive_rate"] for p, v in summary["probes"].items()},
             "false-positive rate per probe",
