@@ -10,7 +10,10 @@ import importlib
 import logging
 
 # "module:function" steps, run in order; each skips itself when its cache is present.
-STEPS: list[str] = []
+STEPS: list[str] = [
+    # The default reward model and PRM (cache:default-rm, cache:default-prm): short CPU training runs.
+    "trainers.prepare:prepare_default_models",
+]
 
 
 def main() -> None:

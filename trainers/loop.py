@@ -70,6 +70,7 @@ class TrainConfig:
     max_steps: int = _f(0, "optimiser steps; overrides num_epochs when > 0")
     group_by_length: bool = _f(True, "batch examples of similar length together (less padding)")
     eval_steps: int = _f(0, "evaluate every N steps (0 = only at the end)")
+    eval_on_start: bool = _f(False, "also evaluate before the first step (a baseline for the curves)")
     save_steps: int = _f(0, "save a resumable checkpoint every N steps and at the last step (0 = only on Ctrl-C)")
     save_total_limit: int = _f(2, "keep this many checkpoints")
     logging_steps: int = _f(1, "write a metrics line every N steps")
@@ -213,14 +214,20 @@ def setup_distributed(device_cfg: str) -> tuple[Dist, str]:
 
 def resolve_base_model(model: str) -> Path:
     """A local HF directory for `model`; a GGUF file is converted once into the cache."""
-    from rewardsvc.models import resolve_model_path
+    from rewardsvc.backends.gguf import model_dir
 
-    path = resolve_model_path(model)
-    if path.is_file() and path.suffix == ".gguf":
-        from rewardsvc.backends.gguf import convert
+    return model_dir(model)
 
-        path = convert(path)
-    return path
+
+def make_adamw(groups: list[dict[str, Any]], **kwargs: Any) -> Any:
+    """AdamW, fused where torch has it: one kernel over all parameters instead of a loop of small
+    ops; on CPU the step over MiniLM's 23M parameters costs about a fifth of the foreach version."""
+    import torch
+
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # a device or dtype without a fused kernel
+        return torch.optim.AdamW(groups, **kwargs)
 
 
 def disable_dropout(model: Any) -> None:
@@ -395,7 +402,7 @@ class Trainer:
         for name, p in model.named_parameters():
             if p.requires_grad:
                 (no_decay if p.ndim < 2 else decay).append(p)
-        optimizer = torch.optim.AdamW(
+        optimizer = make_adamw(
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
         )
@@ -423,6 +430,10 @@ class Trainer:
         window: dict[str, list[float]] = {}
         window_samples, window_tokens, window_time = 0, 0, 0.0
         accum = cfg.gradient_accumulation_steps
+        if cfg.eval_on_start and task.eval and state.step == 0:
+            self._evaluate(model, 0)
+        loop_wall, loop_cpu = time.perf_counter(), time.process_time()
+        eval_wall = eval_cpu = 0.0
         with _Interrupt() as stop:
             while state.step < total and not interrupted:
                 batches = make_batches(lengths, cfg.batch_size, cfg.seed * 1000 + state.epoch, cfg.group_by_length)
@@ -472,7 +483,10 @@ class Trainer:
                         })
                         window, window_samples, window_tokens, window_time = {}, 0, 0, 0.0
                     if cfg.eval_steps and state.step % cfg.eval_steps == 0 and state.step < total and task.eval:
+                        w, c = time.perf_counter(), time.process_time()
                         last_eval = self._evaluate(model, state.step)
+                        eval_wall += time.perf_counter() - w
+                        eval_cpu += time.process_time() - c
                     if cfg.save_steps and state.step % cfg.save_steps == 0:
                         self._save_checkpoint(model, optimizer, scheduler, state)
                     if self._should_stop(stop.requested):
@@ -483,11 +497,15 @@ class Trainer:
                         state.epoch += 1
                         state.batch_in_epoch = 0
             bar.close()
+            # The whole loop without the evaluations in it (what a benchmark compares).
+            loop_wall = time.perf_counter() - loop_wall - eval_wall
+            loop_cpu = time.process_time() - loop_cpu - eval_cpu
             summary: dict[str, Any] = {
                 "output_dir": str(self.out), "steps": state.step, "total_steps": total, "epoch": state.epoch,
                 "train_examples": len(task.train), "eval_examples": len(task.eval),
                 "train_samples": state.samples, "train_time_s": round(state.train_time_s, 3),
                 "samples_per_s": state.samples / max(state.train_time_s, 1e-9), "device": device,
+                "loop_time_s": round(loop_wall, 3), "loop_cpu_s": round(loop_cpu, 3),
                 "world_size": dist_info.world, "interrupted": interrupted,
             }
             if interrupted:

@@ -136,6 +136,15 @@ def step_probabilities(model: Any, examples: Sequence[EncodedSteps], pad_id: int
     return out
 
 
+def load_prm(path: Path) -> Any:
+    """A 2-label token-classification model (index 1 = correct step) from a base model or checkpoint."""
+    from transformers import AutoModelForTokenClassification
+
+    return AutoModelForTokenClassification.from_pretrained(
+        path, num_labels=2, id2label=LABEL_NAMES, label2id={v: k for k, v in LABEL_NAMES.items()}
+    )
+
+
 class PRMTask(Task):
     plot_metrics = ("accuracy", "first_error_f1", "prm_score")
     headline = "eval_first_error_f1"
@@ -143,11 +152,7 @@ class PRMTask(Task):
     config: PRMConfig
 
     def load_model(self, path: Path) -> Any:
-        from transformers import AutoModelForTokenClassification
-
-        model = AutoModelForTokenClassification.from_pretrained(
-            path, num_labels=2, id2label=LABEL_NAMES, label2id={v: k for k, v in LABEL_NAMES.items()}
-        )
+        model = load_prm(path)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         model.config.pad_token_id = self.tokenizer.pad_token_id

@@ -1,0 +1,118 @@
+"""Install-time step: train the default reward model and PRM into the model cache (once, under a lock).
+
+`python -m rewardsvc.prepare` (run by `make install`) calls `prepare_default_models`. Both are short,
+honest CPU runs on real data shipped in trainers/data: a Bradley-Terry RM on HH-RLHF helpful-base
+and a token-classification PRM on PRMBench, each on the MiniLM encoder, each evaluated on a
+fixed-seed held-out split it never trained on. The server's default config serves them as
+cache:default-rm and cache:default-prm; each directory's rewardsvc.yaml also serves it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from trainers.data import DATA_DIR
+
+log = logging.getLogger("trainers.prepare")
+
+DONE = "results.json"  # written last by the trainer: its presence means the model is complete
+
+
+def default_rm_config(output_dir: Path) -> Any:
+    from trainers.rm import RMConfig
+
+    return RMConfig(
+        model="bundled:all-minilm-l6-v2",
+        output_dir=str(output_dir),
+        train_file=str(DATA_DIR / "hh-rlhf-helpful-base.jsonl.gz"),
+        eval_fraction=0.15,
+        split_seed=0,
+        max_eval_examples=300,
+        max_length=128,
+        batch_size=16,
+        learning_rate=1e-4,
+        warmup_ratio=0.1,
+        max_steps=60,
+        seed=0,
+        progress=False,
+        overwrite_output_dir=True,
+    )
+
+
+def default_prm_config(output_dir: Path) -> Any:
+    from trainers.prm import PRMConfig
+
+    return PRMConfig(
+        model="bundled:all-minilm-l6-v2",
+        output_dir=str(output_dir),
+        train_file=str(DATA_DIR / "prmbench-train-*.jsonl.gz"),
+        eval_fraction=0.03,
+        split_seed=0,
+        max_length=512,
+        batch_size=8,
+        learning_rate=1e-4,
+        warmup_ratio=0.1,
+        max_steps=40,
+        seed=0,
+        progress=False,
+        overwrite_output_dir=True,
+    )
+
+
+def _prepare(name: str, make_config: Callable[[Path], Any], train: Callable[[Any], dict[str, Any]],
+             headline: str) -> Path:
+    from filelock import FileLock
+
+    from rewardsvc.models import cache_dir
+
+    target = cache_dir() / "models" / name
+    if (target / DONE).exists():
+        log.info("prepare: %s already in %s", name, target)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / DONE).exists():  # another process trained it while we waited
+            return target
+        shutil.rmtree(target, ignore_errors=True)
+        t0 = time.perf_counter()
+        log.info("prepare: training %s into %s (one time, a few minutes on CPU)", name, target)
+        summary = train(make_config(target))
+        # Checkpoints are for resuming; the served model is the top-level directory.
+        shutil.rmtree(target / "checkpoints", ignore_errors=True)
+        value = summary.get(headline)
+        log.info("prepare: %s done in %.0fs: held-out %s %s (%s)", name, time.perf_counter() - t0, headline,
+                 f"{value:.3f}" if isinstance(value, float) else value,
+                 json.dumps({k: v for k, v in summary.items() if k.startswith("eval_")}))
+    return target
+
+
+def prepare_default_rm() -> Path:
+    from trainers.rm import train_rm
+
+    return _prepare("default-rm", default_rm_config, train_rm, "eval_accuracy")
+
+
+def prepare_default_prm() -> Path:
+    from trainers.prm import train_prm
+
+    return _prepare("default-prm", default_prm_config, train_prm, "eval_first_error_f1")
+
+
+def prepare_default_models() -> None:
+    """The rewardsvc.prepare step: both default models (skipped when cached)."""
+    if os.environ.get("REWARDSVC_SKIP_TRAINING") == "1":
+        log.info("prepare: REWARDSVC_SKIP_TRAINING=1, not training the default RM and PRM")
+        return
+    prepare_default_rm()
+    prepare_default_prm()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    prepare_default_models()
