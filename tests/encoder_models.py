@@ -64,18 +64,30 @@ def smollm_dir() -> Path:
 
 @functools.cache
 def smollm_classifier_dir() -> Path:
-    """SmolLM2 with a one-logit sequence-classification head, initialised when loaded.
+    """SmolLM2 with a seeded one-logit sequence-classification head.
 
-    The backbone's files are linked, not copied (540 MB); only config.json changes.
+    The backbone's weights are linked, not copied (540 MB): a sharded-checkpoint index maps them to
+    the link and the head to its own small shard.
     """
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
     src = smollm_dir()
     out = workdir() / "smollm-seq-1"
     out.mkdir()
     for f in src.iterdir():
-        if f.name != "config.json":
+        if f.name not in ("config.json", "model.safetensors"):
             (out / f.name).symlink_to(f)
+    (out / "backbone.safetensors").symlink_to(src / "model.safetensors")
     config = json.loads((src / "config.json").read_text())
     config.update(architectures=["LlamaForSequenceClassification"], num_labels=1,
                   id2label={"0": "reward"}, label2id={"reward": 0})
     (out / "config.json").write_text(json.dumps(config))
+    torch.manual_seed(0)
+    save_file({"score.weight": torch.randn(1, config["hidden_size"]) * 0.02}, str(out / "head.safetensors"))
+    with safe_open(str(src / "model.safetensors"), "pt") as f:
+        weight_map = {k: "backbone.safetensors" for k in f.keys()}
+    weight_map["score.weight"] = "head.safetensors"
+    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return out

@@ -90,6 +90,13 @@ def test_sequence_matches_plain_hf_forward(smollm_seq: EncoderBackend, minilm_se
         assert backend.sequence_logits([ids])[0][0] == pytest.approx(expected, abs=ATOL)
 
 
+def test_a_bare_backbone_is_not_served_with_a_blank_head() -> None:
+    from rewardsvc.models import resolve_model_path
+
+    with pytest.raises(ValueError, match="no trained weights"):
+        EncoderBackend(str(resolve_model_path("bundled:all-minilm-l6-v2")), "sequence_classification", device="cpu")
+
+
 def test_encoder_sequence_classifier_refuses_left_padding() -> None:
     with pytest.raises(ValueError, match="left padding"):
         EncoderBackend(str(minilm_dir("sequence", 1)), "sequence_classification", device="cpu",

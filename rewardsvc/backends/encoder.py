@@ -40,7 +40,8 @@ def is_decoder_config(config: Any) -> bool:
     if getattr(config, "is_decoder", False):
         return True
     model_type = getattr(config, "model_type", "")
-    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    causal, masked = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return model_type in causal and model_type not in masked
 
 
 class EncoderBackend:
@@ -57,6 +58,7 @@ class EncoderBackend:
     ) -> None:
         import torch
         from transformers import (
+            AutoConfig,
             AutoModel,
             AutoModelForCausalLM,
             AutoModelForSequenceClassification,
@@ -77,19 +79,32 @@ class EncoderBackend:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        kwargs: dict[str, Any] = {"dtype": self.dtype, "trust_remote_code": trust_remote_code}
+        kwargs: dict[str, Any] = {
+            "dtype": self.dtype, "trust_remote_code": trust_remote_code, "output_loading_info": True,
+        }
+        hf_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        auto_map = getattr(hf_config, "auto_map", None)
         if task == "sequence_classification":
-            net = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+            loader: Any = AutoModelForSequenceClassification
         elif task == "lm_logits":
-            net = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            loader = AutoModelForCausalLM
+        elif trust_remote_code and auto_map and "AutoModel" in auto_map:
+            # Qwen2.5-Math-PRM ships its own head class, reachable only through AutoModel; the
+            # stock token-classification class would load the backbone with a blank head.
+            loader = AutoModel
         else:
-            try:
-                net = AutoModelForTokenClassification.from_pretrained(path, **kwargs)
-            except ValueError:
-                if not trust_remote_code:
-                    raise
-                # Qwen2.5-Math-PRM ships its own head class, reachable only through AutoModel.
-                net = AutoModel.from_pretrained(path, **kwargs)
+            loader = AutoModelForTokenClassification
+        net, info = loader.from_pretrained(path, **kwargs)
+        blank = set(info.get("missing_keys") or ())
+        blank |= {k[0] if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys") or ()}
+        if blank:
+            # Never serve freshly initialised weights as if they were a trained model.
+            names = sorted(blank)
+            raise ValueError(
+                f"{path} has no trained weights for {names[:4]}{' ...' if len(names) > 4 else ''}: it is "
+                f"not a trained {task.replace('_', '-')} checkpoint (a bare backbone?). Train one with "
+                "`rewardsvc train rm|prm`, or point `model:` at a trained checkpoint"
+            )
         self.model = net.to(self.device).eval()
         self.is_decoder = is_decoder_config(self.model.config)
 
@@ -190,6 +205,8 @@ class EncoderBackend:
         return out
 
     @staticmethod
-    def _gather(logits: Any, offsets: list[int], positions: Sequence[Sequence[int]]) -> list[list[list[float]]]:
+    def _gather(
+        logits: Any, offsets: list[int], positions: Sequence[Sequence[int]]
+    ) -> list[list[list[float]]]:
         rows = logits.float().cpu()
         return [[rows[r, offsets[r] + p].tolist() for p in pos] for r, pos in enumerate(positions)]

@@ -15,7 +15,9 @@ def batcher_field() -> Any:
     """The `batching:` stanza of a model scorer's config."""
     return dataclasses.field(
         default_factory=BatcherConfig,
-        metadata={"help": "cross-request batching: max_batch_tokens, max_batch_size, max_wait_ms, max_queue_items"},
+        metadata={
+            "help": "cross-request batching: max_batch_tokens, max_batch_size, max_wait_ms, max_queue_items"
+        },
     )
 
 

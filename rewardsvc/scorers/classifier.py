@@ -23,7 +23,9 @@ from rewardsvc.types import ErrorCode, Item, Result
 
 @dataclasses.dataclass
 class ClassifierConfig:
-    model: str = option("", "local HF directory, cache:NAME or bundled:NAME of an AutoModelForSequenceClassification with num_labels=1")
+    model: str = option(
+        "", "local HF directory or cache:NAME of an AutoModelForSequenceClassification with num_labels=1"
+    )
     device: str = option("auto", "auto (cuda if visible, else cpu), cpu, cuda, cuda:N")
     dtype: str = option("auto", "auto (float32 on cpu, bfloat16 on gpu), float32, bfloat16, float16")
     max_length: int = option(512, "tokens per input; longer inputs lose the start of the prompt")
@@ -114,7 +116,8 @@ class ClassifierScorer(Scorer):
             results[i] = self._result(items[i].id, value, enc, options)
         for i, e in enumerate(encoded):
             if isinstance(e, Exception):
-                results[i] = Result.failed(items[i].id, ErrorCode.INVALID_ITEM, f"can't render the conversation: {e}")
+                msg = f"can't render the conversation: {e}"
+                results[i] = Result.failed(items[i].id, ErrorCode.INVALID_ITEM, msg)
         return [r for r in results if r is not None]
 
     def _result(self, item_id: str, raw: float, enc: Encoded, options: ClassifierOptions) -> Result:

@@ -102,7 +102,8 @@ class CompositeScorer(Scorer):
             peer = peers.get(comp.scorer)
             if peer is None:
                 raise ConfigError(
-                    f"{where}: component {comp.scorer!r} is not a scorer on this server; hosted: {sorted(peers)}"
+                    f"{where}: component {comp.scorer!r} is not a scorer on this server; "
+                    f"hosted: {sorted(peers)}"
                 )
             self._check_cycle(comp.scorer, peers, [self.name])
             try:
@@ -115,7 +116,8 @@ class CompositeScorer(Scorer):
 
     def _check_cycle(self, name: str, peers: Mapping[str, Scorer], path: list[str]) -> None:
         if name in path:
-            raise ConfigError(f"composite scorers refer to each other in a loop: {' -> '.join(path + [name])}")
+            loop = " -> ".join(path + [name])
+            raise ConfigError(f"composite scorers refer to each other in a loop: {loop}")
         peer = peers.get(name)
         if isinstance(peer, CompositeScorer):
             for comp in peer._needed():
@@ -145,7 +147,9 @@ class CompositeScorer(Scorer):
         if todo:
             scored = await peer.score([items[i] for i in todo], self.options[id(comp)])
             if len(scored) != len(todo):
-                raise RuntimeError(f"component {comp.scorer!r} returned {len(scored)} results for {len(todo)} items")
+                raise RuntimeError(
+                    f"component {comp.scorer!r} returned {len(scored)} results for {len(todo)} items"
+                )
             for i, res in zip(todo, scored):
                 res.id = items[i].id
                 results[i] = res
@@ -163,7 +167,8 @@ class CompositeScorer(Scorer):
                 out.append(_component_error(next(c for c, r in parts if r is bad), bad))
                 continue
             total = sum(c.weight * r.score for c, r in parts)
-            out.append(Result(id=item.id, score=total, details={"components": {c.scorer: r.score for c, r in parts}}))
+            details = {"components": {c.scorer: r.score for c, r in parts}}
+            out.append(Result(id=item.id, score=total, details=details))
         return out
 
     async def score(self, items: Sequence[Item], options: Any) -> list[Result]:
@@ -183,7 +188,9 @@ class CompositeScorer(Scorer):
         assert outcome is not None and process is not None
         outcomes = await self._run(outcome, items)
         correct = [i for i, r in enumerate(outcomes) if r.error is None and r.score >= cfg.correct_threshold]
-        processed = dict(zip(correct, await self._run(process, [items[i] for i in correct]))) if correct else {}
+        processed: dict[int, Result] = {}
+        if correct:
+            processed = dict(zip(correct, await self._run(process, [items[i] for i in correct])))
         out = []
         for i, (item, o) in enumerate(zip(items, outcomes)):
             if o.error is not None:
@@ -219,7 +226,8 @@ class CompositeScorer(Scorer):
         for idx in self._groups(items, base).values():
             values = [base[i].score for i in idx]
             mean = sum(values) / len(values)
-            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+            n = len(values)
+            std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
             for i in idx:
                 r = base[i]
                 r.details.update(raw_score=r.score, group_mean=mean, group_std=std, group_size=len(idx))
@@ -234,7 +242,8 @@ class CompositeScorer(Scorer):
             ref_results = await self._weighted(refs)
             for i, rr in enumerate(ref_results):
                 if rr.error is not None and base[i].error is None:
-                    base[i] = Result(id=items[i].id, error=ItemError(rr.error.code, f"scoring the reference: {rr.error.message}"))
+                    msg = f"scoring the reference: {rr.error.message}"
+                    base[i] = Result(id=items[i].id, error=ItemError(rr.error.code, msg))
                 centers[i] = rr.score
         elif cfg.center == "group":
             for idx in self._groups(items, base).values():

@@ -40,9 +40,16 @@ AGGREGATIONS = ("min", "last", "product", "mean", "pure")
 @dataclasses.dataclass
 class PRMConfig:
     model: str = option("", "local HF directory or cache:NAME of the PRM")
-    format: str = option("token_classification", "token_classification (TRL), step_tag (Math-Shepherd), step_token (Qwen-PRM)")
-    step_separator: str = option("\n", "splits `response` into steps when an item has no `steps`; joins steps (TRL, step_tag)")
-    step_tag: str = option("", "step_tag: the tag after each step (default 'ки'); step_token: the special token (default '<extra_0>')")
+    format: str = option(
+        "token_classification", "token_classification (TRL), step_tag (Math-Shepherd), step_token (Qwen-PRM)"
+    )
+    step_separator: str = option(
+        "\n", "splits `response` into steps when an item has no `steps`; ends/joins steps (TRL, step_tag)"
+    )
+    step_tag: str = option(
+        "", "step_tag: the tag after each step (default 'ки'); step_token: the special step token "
+        "(default '<extra_0>')"
+    )
     positive_token: str = option("+", "step_tag: the token meaning a good step (one token)")
     negative_token: str = option("-", "step_tag: the token meaning a bad step (one token)")
     aggregation: str = option("min", "default aggregation: min, last, product, mean, pure")
@@ -51,7 +58,9 @@ class PRMConfig:
     max_length: int = option(512, "tokens per input; the prompt's start is cut first, all steps must fit")
     padding_side: str = option("auto", "auto (left for decoders, right for encoders), left, right")
     system_prompt: str = option("", "step_token: a system turn added when the prompt has none")
-    trust_remote_code: bool = option(False, "step_token: allow the checkpoint's own model code (Qwen2.5-Math-PRM)")
+    trust_remote_code: bool = option(
+        False, "step_token: allow the checkpoint's own model code (Qwen2.5-Math-PRM)"
+    )
     batching: BatcherConfig = batcher_field()
 
 
@@ -122,10 +131,13 @@ class PRMScorer(Scorer):
         task = "lm_logits" if cfg.format == "step_tag" else "token_classification"
         try:
             self.backend = await asyncio.to_thread(
-                EncoderBackend, cfg.model, task, cfg.device, cfg.dtype, cfg.padding_side, cfg.trust_remote_code
+                EncoderBackend, cfg.model, task, cfg.device, cfg.dtype, cfg.padding_side,
+                cfg.trust_remote_code,
             )
             if cfg.format == "step_tag":
-                self.vocab_ids = [self.backend.token_id(cfg.positive_token), self.backend.token_id(cfg.negative_token)]
+                self.vocab_ids = [
+                    self.backend.token_id(cfg.positive_token), self.backend.token_id(cfg.negative_token)
+                ]
         except (ValueError, FileNotFoundError, OSError) as exc:
             raise ConfigError(f"{where}: {exc}") from exc
         if task == "token_classification" and self.backend.num_labels not in (1, 2):

@@ -65,7 +65,9 @@ def conversation(prompt: Text, response: Text) -> list[Message]:
 
 def render_plain(messages: Sequence[Message]) -> str:
     """The HH-RLHF text format: "\\n\\nHuman: ...\\n\\nAssistant: ..."."""
-    return "".join(f"\n\n{PLAIN_ROLES.get(m.role.lower(), m.role.capitalize())}: {m.content}" for m in messages)
+    return "".join(
+        f"\n\n{PLAIN_ROLES.get(m.role.lower(), m.role.capitalize())}: {m.content}" for m in messages
+    )
 
 
 def hh_messages(dialogue: str) -> list[Message]:
@@ -118,7 +120,7 @@ def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
     if cached is not None and cached[0] is tokenizer:
         return cached[1], cached[2]
     probe = "reward"
-    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    plain = tokenizer(probe, add_special_tokens=False, verbose=False)["input_ids"]
     full = tokenizer(probe, add_special_tokens=True)["input_ids"]
     for i in range(len(full) - len(plain) + 1):
         if full[i : i + len(plain)] == plain:
@@ -140,11 +142,11 @@ def encode_conversation(tokenizer: Any, prompt: Text, response: Text, max_length
     text, templated = render_conversation(tokenizer, prompt, response)
     if templated:
         # The template already wrote the special tokens it wants.
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         prefix, suffix = _bos_prefix(tokenizer, ids), []
         ids = ids[len(prefix) :]
     else:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         prefix, suffix = special_tokens(tokenizer)
     budget = max_length - len(prefix) - len(suffix)
     if budget < 1:
@@ -169,14 +171,15 @@ def encode_steps_trl(
     Scoring needs every step, so an over-long input loses the start of its prompt; if the steps
     alone don't fit, InputTooLongError.
     """
-    prompt_ids = tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
-    sep_ids = tokenizer(separator, add_special_tokens=False)["input_ids"] if separator else []
+    prompt_text = render_prompt(tokenizer, prompt)
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False, verbose=False)["input_ids"]
+    sep_ids = tokenizer(separator, add_special_tokens=False, verbose=False)["input_ids"] if separator else []
     bos = getattr(tokenizer, "bos_token_id", None)
     prefix = [bos] if bos is not None else []
     completion: list[int] = []
     ends: list[int] = []
     for i, step in enumerate(steps):
-        piece = tokenizer(step, add_special_tokens=False)["input_ids"] + sep_ids
+        piece = tokenizer(step, add_special_tokens=False, verbose=False)["input_ids"] + sep_ids
         if not piece:
             raise ValueError(f"step {i + 1} tokenises to nothing, so it has no position to score")
         completion += piece
@@ -195,7 +198,7 @@ def encode_steps_trl(
 def _encode_tagged(tokenizer: Any, text: str, tag_spans: list[tuple[int, int]], keep_from: int,
                    max_length: int, add_special: bool) -> Encoded:
     """Tokenise `text`, find the last token of each tag span, left-truncate before `keep_from`."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
     positions = []
     for start, end in tag_spans:
