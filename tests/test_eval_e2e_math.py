@@ -142,3 +142,19 @@ def test_caller_errors_exit_2_with_a_message(math_server: ServerProcess, tmp_pat
     assert "step-labelled" in capsys.readouterr().err
     assert run_eval("--scorer", "math", "--suite", "pairs", "--data", str(tmp_path / "missing.jsonl")) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_eval_sends_the_bearer_token_a_server_requires(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REWARDSVC_AUTH_TOKEN", raising=False)
+    token = tmp_path / "token"
+    token.write_text("s3cret-eval-token\n")
+    config = {"server": {"auth_token_file": str(token)}, "scorers": {"math": {"type": "math", "workers": 1}}}
+    data = str(DATA / "best-of-4.jsonl")
+    with ServerProcess(config) as srv:
+        assert run_eval("--scorer", "math", "--address", srv.address, "--suite", "best-of-n", "--data", data,
+                        "--limit", "1") == 2
+        assert "UNAUTHENTICATED" in capsys.readouterr().err
+        assert run_eval("--scorer", "math", "--address", srv.address, "--suite", "best-of-n", "--data", data,
+                        "--limit", "1", "--token-file", str(token), "--report", str(tmp_path / "r")) == 0
+    assert read_report(tmp_path / "r")["metrics"]["best_of_n_accuracy"] == 1.0

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,9 @@ from rewardsvc.evaluation.suites import (
 #: hacking counts a probe as rewarded iff score > t (0 = a centred judge's "can't tell").
 DEFAULT_THRESHOLDS = {"steps": 0.5, "verifier": 0.5, "hacking": 0.0}
 
+#: The server's default auth_token_env: a token there is sent without --token-file.
+TOKEN_ENV = "REWARDSVC_AUTH_TOKEN"
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -53,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="items per request (default 64)")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per request with --address (default 600)")
+    p.add_argument("--token-file", help="file with the bearer token the server requires "
+                                        "(default: $REWARDSVC_AUTH_TOKEN when set)")
+    p.add_argument("--tls-ca", help="PEM CA of the server's TLS certificate (TLS instead of plaintext)")
+    p.add_argument("--tls-cert", help="PEM client certificate, for mutual TLS")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -88,10 +97,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     suite = load_suite(args)
     if not suite.items:
         raise ValueError(f"no items to score in {args.data}")
+    token = Path(args.token_file).read_text().strip() if args.token_file else os.environ.get(TOKEN_ENV, "").strip()
+    client_options = {"token": token or None, "tls_ca_file": args.tls_ca, "tls_cert_file": args.tls_cert,
+                      "tls_key_file": args.tls_key}
     scoring = asyncio.run(score_items(
         args.scorer, suite.items, options=options, address=args.address, config=args.config,
         batch_size=args.batch_size, concurrency=args.concurrency, progress=not args.no_progress,
-        timeout_s=args.timeout,
+        timeout_s=args.timeout, client_options=client_options,
     ))
     summary = suite.summarise(scoring.results)
     header: dict[str, Any] = {

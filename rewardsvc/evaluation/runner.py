@@ -132,14 +132,17 @@ async def score_items(
     concurrency: int = 4,
     progress: bool = True,
     timeout_s: float | None = 600.0,
+    client_options: dict[str, Any] | None = None,
 ) -> ScoringRun:
-    """Score `items` with `scorer`: remotely when `address` is given, else in-process with `config`."""
+    """Score `items` with `scorer`: remotely when `address` is given (`client_options`: the
+    client's token and TLS arguments), else in-process with `config`."""
     opts = dict(options or {})
     t0 = time.perf_counter()
     if address:
         from rewardsvc.client import AsyncRewardClient
 
-        async with AsyncRewardClient(address, timeout_s=timeout_s, chunk_size=batch_size) as client:
+        async with AsyncRewardClient(address, timeout_s=timeout_s, chunk_size=batch_size,
+                                     **(client_options or {})) as client:
             names = [s["name"] for s in await client.list_scorers()]
             if scorer not in names:
                 raise UnknownScorerError(f"the server at {address} has no scorer {scorer!r}; it hosts {sorted(names)}")
