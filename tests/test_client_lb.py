@@ -79,6 +79,7 @@ def test_retries_move_to_the_live_server_when_one_stops_mid_run(how: str) -> Non
     assert [r.error for r in results if r.error is not None] == []
     assert all(r.score == expected[r.id] for r in results)
     by_pid = collections.Counter(int(r.details["pid"]) for r in results)
+    print(f"{how}: items answered by the survivor {by_pid[pid_a]}, by the stopped server {by_pid[pid_b]}")
     assert set(by_pid) == {pid_a, pid_b}, by_pid
     if how == "kill":
         # b answered the calls that finished before the kill; everything in flight on it moved to a.

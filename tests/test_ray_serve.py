@@ -114,6 +114,7 @@ def test_two_replicas_share_500_items_and_killing_one_loses_none(ray_server: Ser
     assert killed[0] in served and len(served) >= 2, served  # both replicas served some
     ingress = serve.get_deployment_handle(INGRESS_NAME, app_name=APP)
     resent = ingress.stats.remote().result()["resent"]
+    print(f"items per replica {dict(served)}; killed {killed[0]}; calls re-sent {resent}")  # shown with -s
     # Calls were in flight on the killed replica and went to another one: mid-run, and nothing lost.
     assert resent.get("math", 0) >= 1, resent
     # Ray replaces the killed replica.
