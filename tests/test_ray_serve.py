@@ -1,4 +1,5 @@
-"""`rewardsvc serve --ray` on a local Ray cluster (issue 7): the unchanged client against Ray Serve.
+"""`rewardsvc serve --ray` on a local Ray cluster (issue 7): the unchanged client against Ray Serve
+hosting a verifier (2 replicas), a composite over it and a model-backed reward model.
 
 One Ray cluster (`ray.init(num_cpus=2)`) and one deployment for the module: Ray takes tens of seconds
 to start, so every check shares them. The server is the real CLI joining that cluster.
@@ -24,6 +25,9 @@ from rewardsvc.rayserve.app import INGRESS_NAME, free_port  # noqa: E402
 from rewardsvc.types import ErrorCode, Item  # noqa: E402
 from rewardsvc.v1 import reward_pb2 as pb  # noqa: E402
 from rewardsvc.v1 import reward_pb2_grpc as pb_grpc  # noqa: E402
+from encoder_models import minilm_dir  # noqa: E402
+from rewardsvc.config import parse_config  # noqa: E402
+from rewardsvc.service import ScoringService  # noqa: E402
 from support import ServerProcess  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -34,12 +38,18 @@ TOKEN_ENV = "REWARDSVC_RAY_TEST_TOKEN"
 CALLS, PER_CALL = 50, 10
 
 
+def _rm_stanza() -> dict:
+    # A real backbone (MiniLM from its PyPI package) with a seeded head: enough to compare paths.
+    return {"type": "classifier", "model": str(minilm_dir("sequence", 1)), "device": "cpu", "max_length": 64}
+
+
 def _config() -> dict:
     return {
         "server": {"auth_token_env": TOKEN_ENV},
         "scorers": {
             "math": {"type": "math", "workers": 1, "timeout_s": 10.0},
             "double_math": {"type": "composite", "components": [{"scorer": "math", "weight": 2.0}]},
+            "rm": _rm_stanza(),
         },
         "ray": {
             "app_name": APP,
@@ -49,6 +59,7 @@ def _config() -> dict:
             "scorers": {
                 "math": {"num_replicas": 2, "ray_actor_options": {"num_cpus": 0.5}},
                 "double_math": {"ray_actor_options": {"num_cpus": 0}},
+                "rm": {"ray_actor_options": {"num_cpus": 0}},
             },
         },
     }
@@ -127,7 +138,7 @@ def test_two_replicas_share_500_items_and_killing_one_loses_none(ray_server: Ser
 def test_same_api_over_ray_composites_errors_auth_health_stream(ray_server: ServerProcess) -> None:
     items = _math_items(12)
     with RewardClient(ray_server.address, token=TOKEN) as client:
-        assert {s["name"] for s in client.list_scorers()} == {"math", "double_math"}
+        assert {s["name"] for s in client.list_scorers()} == {"math", "double_math", "rm"}
         doubled = client.score("double_math", items)
         assert [r.score for r in doubled] == [2 * _expected(it) for it in items]
         assert all(r.details["components"] == {"math": _expected(it)} for r, it in zip(doubled, items))
@@ -157,6 +168,24 @@ def test_same_api_over_ray_composites_errors_auth_health_stream(ray_server: Serv
     assert sorted(by_id) == ["r0", "r1", "r2"] and len(responses) == 3
     for k in range(3):
         assert [x.score for x in by_id[f"r{k}"].results] == [_expected(it) for it in items[k * 4 : k * 4 + 4]]
+
+
+def test_model_scorer_replica_scores_as_in_process(ray_server: ServerProcess) -> None:
+    items = [{"id": str(i), "prompt": f"Question {i}: how do I bake bread?",
+              "response": "Mix flour, water, salt and yeast; knead; let it rise; bake at 230C." * (1 + i % 3)}
+             for i in range(12)]
+    with RewardClient(ray_server.address, token=TOKEN) as client:
+        remote = client.score("rm", items)
+
+    async def local() -> list:
+        async with ScoringService(parse_config({"scorers": {"rm": _rm_stanza()}})) as service:
+            return await service.score("rm", [Item(**it) for it in items])
+
+    expected = asyncio.run(local())
+    assert [r.error for r in remote] == [None] * len(items)
+    assert len({round(r.score, 4) for r in remote}) > 1  # not a constant
+    assert [r.score for r in remote] == pytest.approx([r.score for r in expected], abs=1e-4)
+    assert all(r.details["replica"].startswith(f"SERVE_REPLICA::{APP}#rm#") for r in remote)
 
 
 def test_sigterm_deletes_the_application(ray_server: ServerProcess) -> None:
