@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,6 +54,8 @@ class ClassifierScorer(Scorer):
         super().__init__(name, config)
         self.backend: Any = None
         self.batcher: DynamicBatcher | None = None
+        # HF fast tokenizers are not safe to call from several threads at once ("Already borrowed").
+        self._tokenizer_lock = threading.Lock()
         self.max_length = config.max_length
 
     async def start(self, peers: Mapping[str, Scorer]) -> None:
@@ -94,11 +97,12 @@ class ClassifierScorer(Scorer):
 
     def _encode_all(self, items: Sequence[Item]) -> list[Encoded | Exception]:
         out: list[Encoded | Exception] = []
-        for item in items:
-            try:
-                out.append(self.encode(item))
-            except ValueError as exc:  # a template that rejects these messages (e.g. role order)
-                out.append(exc)
+        with self._tokenizer_lock:
+            for item in items:
+                try:
+                    out.append(self.encode(item))
+                except ValueError as exc:  # a template that rejects these messages (e.g. role order)
+                    out.append(exc)
         return out
 
     async def score(self, items: Sequence[Item], options: ClassifierOptions) -> list[Result]:

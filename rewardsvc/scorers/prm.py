@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -111,6 +112,8 @@ class PRMScorer(Scorer):
         super().__init__(name, config)
         self.backend: Any = None
         self.batcher: DynamicBatcher | None = None
+        # HF fast tokenizers are not safe to call from several threads at once ("Already borrowed").
+        self._tokenizer_lock = threading.Lock()
         self.max_length = config.max_length
         self.tag = config.step_tag or DEFAULT_STEP_TAGS.get(config.format, "")
         self.vocab_ids: list[int] = []
@@ -178,11 +181,12 @@ class PRMScorer(Scorer):
 
     def _encode_all(self, items: Sequence[Item]) -> list[Encoded | Exception]:
         out: list[Encoded | Exception] = []
-        for item in items:
-            try:
-                out.append(self.encode(item))
-            except ValueError as exc:  # too long for max_length, an empty step, a template problem
-                out.append(exc)
+        with self._tokenizer_lock:
+            for item in items:
+                try:
+                    out.append(self.encode(item))
+                except ValueError as exc:  # too long for max_length, an empty step, a template problem
+                    out.append(exc)
         return out
 
     def _forward(self, batch: list[Encoded]) -> list[list[float]]:
