@@ -148,16 +148,24 @@ def make_batches(lengths: Sequence[int], batch_size: int, seed: int, group_by_le
     order = list(range(len(lengths)))
     rng.shuffle(order)
     if not group_by_length:
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        return _full_batches([order[i : i + batch_size] for i in range(0, len(order), batch_size)], batch_size)
     mega = batch_size * 50
     batches: list[list[int]] = []
     for m in range(0, len(order), mega):
         chunk = sorted(order[m : m + mega], key=lambda i: -lengths[i])
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    batches = _full_batches(batches, batch_size)
     longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
     first = batches.pop(longest)
     rng.shuffle(batches)
     return [first] + batches
+
+
+def _full_batches(batches: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Drop the one short batch (the epoch's remainder) unless it is all there is: a step on a
+    handful of examples would be a noisy step at full learning rate."""
+    full = [b for b in batches if len(b) == batch_size]
+    return full or batches
 
 
 def lr_lambda(kind: str, warmup: int, total: int) -> Any:
@@ -459,6 +467,7 @@ class Trainer:
                     grad_norm = 0.0
                     if cfg.max_grad_norm > 0:
                         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+                    lr = scheduler.get_last_lr()[0]  # the rate this step used
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -477,7 +486,7 @@ class Trainer:
                         self._write_metrics({
                             "step": state.step, "epoch": round(state.epoch + state.batch_in_epoch / max(1, len(mine)), 4),
                             **{n: sum(v) / len(v) for n, v in window.items()},
-                            "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                            "lr": lr, "grad_norm": grad_norm,
                             "samples_per_s": window_samples / max(window_time, 1e-9),
                             "tokens_per_s": window_tokens / max(window_time, 1e-9),
                         })

@@ -3,7 +3,8 @@
 Each step is tokenised on its own, the separator ("\\n" by default) appended, and the step's label
 (1 = correct, 0 = wrong) put on the separator's last token, -100 elsewhere; 2 labels. The inputs
 come from rewardsvc/scorers/render.py `encode_steps_trl`, the function the `prm` scorer serves
-with. An example whose steps don't fit max_length keeps its leading steps.
+with. A training solution whose steps don't fit max_length keeps its leading steps; held-out
+solutions that don't fit are left out of the evaluation (and counted).
 
 Evaluation: step-level F1 (positive = correct step), F1 of the wrong steps, PRMBench's PRMScore
 (their mean), and ProcessBench's first-error F1: the prediction is the first step with
@@ -184,7 +185,10 @@ class PRMTask(Task):
         if cfg.max_eval_examples:
             eval_rows = eval_rows[: cfg.max_eval_examples]
         self.train = self._encode(train_rows, "train")
-        self.eval = self._encode(eval_rows, "eval")
+        # First-error evaluation is about whole solutions: those that don't fit are left out (counted).
+        encoded = self._encode(eval_rows, "eval")
+        self.eval = [e for e in encoded if not e.dropped_steps]
+        self.eval_too_long = len(encoded) - len(self.eval)
 
     def length(self, example: EncodedSteps) -> int:
         return len(example.ids)
@@ -223,7 +227,7 @@ class PRMTask(Task):
         metrics = process_metrics(probs, labels, cfg.threshold)
         nll = [-math.log(max(p if y else 1 - p, 1e-12)) for ps, ys in zip(probs, labels) for p, y in zip(ps, ys)]
         metrics["eval_loss"] = sum(nll) / max(1, len(nll))
-        metrics["eval_truncated_solutions"] = sum(1 for e in self.eval if e.dropped_steps)
+        metrics["eval_solutions_too_long"] = self.eval_too_long
         return metrics
 
     def serving_config(self, model_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:

@@ -1,0 +1,324 @@
+"""Trainers: loss formulas, batching, metrics, the CLI, and real short training runs on real data.
+
+The model runs use all-MiniLM-L6-v2 (SmolLM2 for the judge) on small subsets of HH-RLHF, PRMBench
+and GSM8K shipped in tests/data/trainers. One RM run is shared by the tests that need a trained
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trainers.cli import parse_args
+from trainers.data import first_error, read_jsonl, split_rows, step_examples
+from trainers.loop import make_batches
+from trainers.prm import process_metrics
+
+DATA = Path(__file__).parent / "data" / "trainers"
+HH = DATA / "hh-rlhf-helpful-base-48.jsonl"
+PRMBENCH = DATA / "prmbench-train-24.jsonl"
+JUDGE = DATA / "gsm8k-judge-16.jsonl"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def rm_args(out: Path, **over: object) -> list[str]:
+    args = {"train-file": HH, "eval-file": HH, "output-dir": out, "max-length": 96, "batch-size": 8,
+            "learning-rate": 1e-4, "warmup-ratio": 0.1, "max-steps": 12, "progress": "false", "plot": "false"}
+    args.update({k.replace("_", "-"): v for k, v in over.items()})
+    return ["rm"] + [x for k, v in args.items() for x in (f"--{k}", str(v))]
+
+
+def metrics_rows(out: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+
+
+# ---- formulas and pure functions ---------------------------------------------------------------
+
+
+def test_bt_loss_matches_the_formula_with_margin_and_centering() -> None:
+    import torch
+
+    from trainers.rm import bt_loss
+
+    rc, rr, m = torch.tensor([1.0, -0.5]), torch.tensor([0.2, 0.5]), torch.tensor([0.3, 0.0])
+    expected = -sum(math.log(1 / (1 + math.exp(-(c - r - mm)))) for c, r, mm in [(1.0, 0.2, 0.3), (-0.5, 0.5, 0.0)]) / 2
+    expected_center = expected + 0.01 * ((1.0 + 0.2) ** 2 + (-0.5 + 0.5) ** 2) / 2
+    assert float(bt_loss(rc, rr, m)) == pytest.approx(expected, rel=1e-6)
+    assert float(bt_loss(rc, rr, m, center=0.01)) == pytest.approx(expected_center, rel=1e-6)
+    # Without a margin a wider gap always means a lower loss.
+    assert float(bt_loss(rc + 1, rr)) < float(bt_loss(rc, rr))
+
+
+def test_length_grouped_batches_are_full_deterministic_and_cut_padding() -> None:
+    import random
+
+    rng = random.Random(1)
+    lengths = [rng.randint(5, 500) for _ in range(1000)]
+    grouped = make_batches(lengths, 16, seed=3, group_by_length=True)
+    plain = make_batches(lengths, 16, seed=3, group_by_length=False)
+    for batches in (grouped, plain):
+        seen = [i for b in batches for i in b]
+        assert len(seen) == len(set(seen)) == 992  # 62 full batches; the short remainder is dropped
+        assert all(len(b) == 16 for b in batches)
+    assert grouped == make_batches(lengths, 16, seed=3, group_by_length=True)  # a resumed run sees the same order
+    assert grouped != make_batches(lengths, 16, seed=4, group_by_length=True)
+
+    def padded(batches: list[list[int]]) -> int:
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    assert padded(grouped) < 0.7 * padded(plain)
+    assert max(lengths[i] for i in grouped[0]) == max(lengths)  # the longest batch first: OOM shows at step 1
+
+
+def test_process_metrics_follow_processbench_and_prmbench_formulas() -> None:
+    labels = [[True, True, True], [True, False, True], [True, True, False], [True, True]]
+    probs = [[0.9, 0.8, 0.7], [0.9, 0.2, 0.1], [0.9, 0.3, 0.2], [0.9, 0.95]]
+    m = process_metrics(probs, labels)
+    # first errors: truth [-1, 1, 2, -1]; predicted [-1, 1, 1, -1] -> acc_err 1/2, acc_corr 2/2
+    assert m["eval_first_error_acc_err"] == 0.5 and m["eval_first_error_acc_corr"] == 1.0
+    assert m["eval_first_error_f1"] == pytest.approx(2 * 0.5 * 1.0 / 1.5)
+    # steps: tp 7 (correct predicted correct), fn 2 (step 3 of #2, step 2 of #3), tn 2, fp 0
+    assert m["eval_step_f1"] == pytest.approx(2 * 7 / (2 * 7 + 0 + 2))
+    assert m["eval_step_f1_neg"] == pytest.approx(2 * 2 / (2 * 2 + 2 + 0))
+    assert m["eval_prm_score"] == pytest.approx((m["eval_step_f1"] + m["eval_step_f1_neg"]) / 2)
+    assert first_error([True, True]) == -1 and first_error([True, False, False]) == 1
+
+
+def test_prmbench_rows_give_an_all_correct_and_a_labelled_solution() -> None:
+    row = read_jsonl(PRMBENCH)[0]
+    original, modified = step_examples(row)
+    assert all(original.labels) and len(original.labels) == len(row["original_process"])
+    wrong = [i + 1 for i, ok in enumerate(modified.labels) if not ok]
+    assert wrong == sorted(row["error_steps"])  # 1-indexed in the data
+    assert original.group == modified.group
+    trl = step_examples({"prompt": "q", "completions": ["a", "b"], "labels": [True, False]})[0]
+    assert trl.steps == ["a", "b"] and trl.labels == [True, False]
+    with pytest.raises(ValueError, match="error_steps"):
+        step_examples({**row, "error_steps": [99]})
+
+
+def test_fixed_seed_split_is_stable_and_keeps_groups_together() -> None:
+    rows = [{"g": i // 2, "i": i} for i in range(100)]
+    a = split_rows(rows, 0.2, seed=7, key=lambda r: r["g"])
+    assert a == split_rows(rows, 0.2, seed=7, key=lambda r: r["g"])
+    train_groups, eval_groups = {r["g"] for r in a[0]}, {r["g"] for r in a[1]}
+    assert not train_groups & eval_groups and len(eval_groups) == 10
+
+
+def test_cli_flags_override_the_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "rm.yaml"
+    cfg.write_text(f"train_file: {HH}\noutput_dir: {tmp_path}/out\nlearning_rate: 0.001\nbatch_size: 4\n")
+    kind, config = parse_args(["rm", "--config", str(cfg), "--learning-rate", "2e-5", "--group-by-length", "false",
+                               "--overwrite-output-dir"])
+    assert kind == "rm"
+    assert config.learning_rate == 2e-5 and config.batch_size == 4
+    assert config.group_by_length is False and config.overwrite_output_dir is True
+    with pytest.raises(SystemExit, match="unknown key"):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text("learning_rat: 1\n")
+        parse_args(["rm", "--config", str(bad)])
+
+
+def test_prm_labels_sit_on_the_scorers_read_positions() -> None:
+    from transformers import AutoTokenizer
+
+    from rewardsvc.models import resolve_model_path
+    from rewardsvc.scorers.render import encode_steps_trl
+    from trainers.prm import encode_step_example
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_path("bundled:all-minilm-l6-v2"))
+    ex = step_examples(read_jsonl(PRMBENCH)[0])[1]
+    enc = encode_step_example(tok, ex, "\n", 512)
+    served = encode_steps_trl(tok, ex.prompt, ex.steps, "\n", 512)
+    assert enc.ids == served.ids and enc.positions == served.positions and enc.labels == ex.labels
+    # Too long for max_length: leading steps are kept, with their labels, and the scorer's encoding of
+    # just those steps is the same input.
+    short = encode_step_example(tok, ex, "\n", len(served.ids) - 5)
+    assert 0 < len(short.labels) < len(ex.steps) and short.dropped_steps == len(ex.steps) - len(short.labels)
+    again = encode_steps_trl(tok, ex.prompt, ex.steps[: len(short.labels)], "\n", len(served.ids) - 5)
+    assert short.ids == again.ids and short.positions == again.positions
+
+
+# ---- real training runs -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """A 12-step BT run on 48 real HH-RLHF pairs, evaluated on the same pairs before and after."""
+    from trainers.cli import main
+
+    out = tmp_path_factory.mktemp("rm") / "run"
+    assert main(rm_args(out, eval_on_start="true", eval_steps=6, plot="true")) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_rm_loss_falls_on_a_small_real_subset(rm_run: tuple[Path, dict]) -> None:
+    out, summary = rm_run
+    evals = [r for r in metrics_rows(out) if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [0, 6, 12]
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"] - 0.02
+    assert evals[-1]["eval_accuracy"] > evals[0]["eval_accuracy"]
+    train = [r for r in metrics_rows(out) if "loss" in r and "eval_loss" not in r]
+    assert [r["step"] for r in train] == list(range(1, 13))
+    assert (out / "metrics.png").stat().st_size > 10_000
+    assert summary["steps"] == 12 and summary["train_samples"] == 12 * 8
+
+
+@pytest.mark.slow
+def test_rm_checkpoint_is_a_plain_hf_dir_with_a_serving_config(rm_run: tuple[Path, dict]) -> None:
+    import yaml
+    from transformers import AutoConfig
+
+    from rewardsvc.config import parse_config
+
+    out, summary = rm_run
+    assert AutoConfig.from_pretrained(out).num_labels == 1
+    data = yaml.safe_load((out / "rewardsvc.yaml").read_text())
+    stanza = data["scorers"]["rm"]
+    assert stanza["type"] == "classifier" and Path(stanza["model"]) == out
+    assert stanza["normalize_mean"] == pytest.approx(summary["eval_reward_mean"])
+    assert stanza["normalize_std"] == pytest.approx(summary["eval_reward_std"]) and stanza["normalize_std"] > 0
+    parse_config(data)
+
+
+@pytest.mark.slow
+def test_resumed_run_continues_from_its_step_to_the_same_weights(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from trainers.cli import main
+
+    full = tmp_path / "full"
+    assert main(rm_args(full, max_steps=4, save_steps=2, batch_size=4, max_length=64)) == 0
+    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == ["step-000002", "step-000004"]
+    resumed = tmp_path / "resumed"
+    assert main(rm_args(resumed, max_steps=4, save_steps=2, batch_size=4, max_length=64,
+                        resume_from=full / "checkpoints" / "step-000002")) == 0
+    assert [r["step"] for r in metrics_rows(resumed) if "loss" in r and "eval_loss" not in r] == [3, 4]
+    a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
+    start = load_file(full / "checkpoints" / "step-000002" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    assert any(not torch.equal(a[k], start[k]) for k in a)  # steps 3-4 did change the weights
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_path: Path) -> None:
+    from trainers.cli import main
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "trainers.cli", *rm_args(out, max_steps=1000, batch_size=2, max_length=48)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "metrics.jsonl").exists() and metrics_rows(out):
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    summary = json.loads(stdout.strip().splitlines()[-1])
+    assert summary["interrupted"] and 1 <= summary["steps"] < 1000
+    stopped = summary["steps"]
+    state = json.loads((Path(summary["checkpoint"]) / "trainer_state.json").read_text())
+    assert state["step"] == stopped
+    assert main(rm_args(out, max_steps=stopped + 2, batch_size=2, max_length=48, resume_from="latest")) == 0
+    steps = [r["step"] for r in metrics_rows(out) if "loss" in r and "eval_loss" not in r]
+    assert steps == list(range(1, stopped + 3))  # continued from its step, nothing redone or skipped
+
+
+def test_fresh_run_refuses_to_overwrite_checkpoints(tmp_path: Path) -> None:
+    from trainers.cli import main
+
+    out = tmp_path / "x"
+    (out / "checkpoints" / "step-000001").mkdir(parents=True)
+    (out / "checkpoints" / "step-000001" / "trainer_state.json").write_text("{}")
+    assert main(rm_args(out, max_steps=1)) == 2
+
+
+@pytest.mark.slow
+def test_served_rm_checkpoint_scores_equal_in_process_scores(rm_run: tuple[Path, dict]) -> None:
+    """The checkpoint's own rewardsvc.yaml in the real server; client scores = the trainer's scoring."""
+    import yaml
+    from transformers import AutoTokenizer
+
+    from rewardsvc.client import RewardClient
+    from rewardsvc.types import Item, Message
+    from support import ServerProcess
+    from trainers.data import preference_pair
+    from trainers.rm import encode_pair, load_reward_model, score_sequences
+
+    out, summary = rm_run
+    config = yaml.safe_load((out / "rewardsvc.yaml").read_text())
+    stanza = config["scorers"]["rm"]
+    pairs = [preference_pair(r) for r in read_jsonl(HH)[:6]]
+    tok = AutoTokenizer.from_pretrained(out)
+    model = load_reward_model(out).eval()
+    seqs = [s for p in pairs for s in (encode_pair(tok, p, stanza["max_length"]).chosen,
+                                       encode_pair(tok, p, stanza["max_length"]).rejected)]
+    raw = score_sequences(model, seqs, tok.pad_token_id, "cpu", 4096)
+    expected = [(r - stanza["normalize_mean"]) / stanza["normalize_std"] for r in raw]
+    items = []
+    for i, p in enumerate(pairs):
+        # HH prompts are chat messages; send them as such (the server renders them as in training).
+        prompt = [Message(m.role, m.content) for m in p.prompt]
+        items += [Item(id=f"{i}c", prompt=prompt, response=p.chosen), Item(id=f"{i}r", prompt=prompt, response=p.rejected)]
+    with ServerProcess(config) as srv, RewardClient(srv.address) as client:
+        results = client.score("rm", items)
+    assert [r.id for r in results] == [it.id for it in items]
+    assert all(r.error is None for r in results), [r.error for r in results]
+    assert [r.score for r in results] == pytest.approx(expected, abs=1e-4)
+    assert [r.details["raw_score"] for r in results] == pytest.approx(raw, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_runs_unchanged_under_torchrun_ddp(tmp_path: Path) -> None:
+    """Two gloo ranks on CPU (the NCCL path differs only in backend and device)."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "trainers.cli", *rm_args(out, max_steps=2, batch_size=2, max_length=48, save_steps=2)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summaries = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert len(summaries) == 2 and {s["world_size"] for s in summaries} == {2}
+    assert summaries[0]["train_samples"] == 2 * 2 * 2  # steps x per-device batch x ranks
+    assert [r["step"] for r in metrics_rows(out) if "loss" in r and "eval_loss" not in r] == [1, 2]  # rank 0 logs once
+    assert (out / "checkpoints" / "step-000002" / "trainer_state.json").exists()
+    assert (out / "rewardsvc.yaml").exists()
+
+
+def test_prepare_step_is_registered_and_skips_a_prepared_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rewardsvc.prepare import STEPS
+    from trainers import prepare
+
+    assert "trainers.prepare:prepare_default_models" in STEPS
+    monkeypatch.setenv("REWARDSVC_CACHE", str(tmp_path))
+    done = tmp_path / "models" / "default-rm"
+    done.mkdir(parents=True)
+    (done / "results.json").write_text("{}")
+
+    def must_not_train(config: object) -> dict:
+        raise AssertionError("a prepared model was trained again")
+
+    assert prepare._prepare("default-rm", prepare.default_rm_config, must_not_train, "eval_accuracy") == done
+    # The default configs hold out what other tests and benchmarks treat as never trained on.
+    rm = prepare.default_rm_config(tmp_path / "x")
+    prm = prepare.default_prm_config(tmp_path / "y")
+    assert (rm.eval_fraction, rm.split_seed, prm.eval_fraction, prm.split_seed) == (0.15, 0, 0.03, 0)

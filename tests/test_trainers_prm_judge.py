@@ -1,0 +1,141 @@
+"""PRM and judge trainers: short real runs whose checkpoints the real server hosts.
+
+PRM: MiniLM on 24 PRMBench problems; the served `prm` scorer's step scores must equal the trainer's
+own step probabilities. Judge: SmolLM2-135M-Instruct on GSM8K reference-guided verdicts; the loss
+covers the verdict tokens only, the inputs are the judge scorer's, and the served judge loads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from trainers.data import judge_example, read_jsonl, step_examples
+
+DATA = Path(__file__).parent / "data" / "trainers"
+PRMBENCH = DATA / "prmbench-train-24.jsonl"
+JUDGE = DATA / "gsm8k-judge-16.jsonl"
+
+
+@pytest.mark.slow
+def test_prm_run_reports_first_error_f1_and_its_checkpoint_is_served(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from rewardsvc.client import RewardClient
+    from rewardsvc.types import Item
+    from support import ServerProcess
+    from trainers.cli import main
+    from trainers.prm import encode_step_example, load_prm, step_probabilities
+
+    out = tmp_path / "prm"
+    assert main(["prm", "--train-file", str(PRMBENCH), "--eval-fraction", "0.25", "--output-dir", str(out),
+                 "--max-length", "256", "--batch-size", "4", "--max-steps", "4", "--progress", "false",
+                 "--plot", "false"]) == 0
+    summary = json.loads((out / "results.json").read_text())
+    for key in ("eval_first_error_f1", "eval_step_f1", "eval_step_f1_neg", "eval_prm_score"):
+        assert 0.0 <= summary[key] <= 1.0
+    assert summary["eval_solutions_with_error"] + summary["eval_solutions_correct"] == summary["eval_examples"]
+    config = yaml.safe_load((out / "rewardsvc.yaml").read_text())
+    stanza = config["scorers"]["prm"]
+    assert stanza == {"type": "prm", "model": str(out), "format": "token_classification", "step_separator": "\n",
+                      "max_length": 256}
+
+    rows = read_jsonl(PRMBENCH)[:3]
+    examples = [ex for r in rows for ex in step_examples(r)]
+    tok = AutoTokenizer.from_pretrained(out)
+    encoded = [encode_step_example(tok, ex, "\n", 256) for ex in examples]
+    keep = [i for i, e in enumerate(encoded) if e is not None and not e.dropped_steps]
+    assert keep, "the test data needs solutions that fit in 256 tokens"
+    expected = step_probabilities(load_prm(out).eval(), [encoded[i] for i in keep], tok.pad_token_id, "cpu", 4096)
+    items = [Item(id=str(i), prompt=examples[i].prompt, steps=examples[i].steps) for i in keep]
+    # One item without `steps`: the server splits the response on the separator it was trained with.
+    items.append(Item(id="joined", prompt=examples[keep[0]].prompt, response="\n".join(examples[keep[0]].steps)))
+    with ServerProcess(config) as srv, RewardClient(srv.address) as client:
+        results = client.score("prm", items)
+    assert all(r.error is None for r in results), [r.error for r in results]
+    for r, exp in zip(results, expected):
+        assert len(r.step_scores) == len(exp)
+        assert r.step_scores == pytest.approx(exp, abs=1e-5)
+        assert r.score == pytest.approx(min(exp), abs=1e-5)  # the default aggregation
+    assert results[-1].step_scores == pytest.approx(results[0].step_scores, abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def smollm_tokenizer() -> object:
+    from transformers import AutoTokenizer
+
+    from rewardsvc.backends.gguf import model_dir
+
+    return AutoTokenizer.from_pretrained(model_dir("bundled:smollm2-135m-instruct"))
+
+
+@pytest.mark.slow
+def test_judge_inputs_are_the_scorers_and_only_the_verdict_is_learnt(smollm_tokenizer: object) -> None:
+    from rewardsvc.scorers.judge import JudgeConfig as ScorerConfig
+    from rewardsvc.scorers.judge import JudgeScorer
+    from trainers.judge import JudgeConfig, JudgePrompts, JudgeTask, encode_judge_examples
+
+    tok = smollm_tokenizer
+    prompts = JudgePrompts(tok, JudgeConfig())
+    row = {**read_jsonl(JUDGE)[0], "critique": "The response subtracts only the eggs she eats."}
+    ex = judge_example(row)
+    (enc,) = encode_judge_examples(prompts, ex, 2048, swap_augment=True)
+    assert enc.mode == "reference" and enc.positive is False  # the row's verdict is "no"
+
+    # The scorer's own context for the same item (its tokenizer handle is all chat_parts needs).
+    from rewardsvc.scorers.causal import MARK
+
+    scorer = JudgeScorer("judge", ScorerConfig())
+    scorer.lm = SimpleNamespace(tokenizer=tok)
+    cfg = ScorerConfig()
+    head, tail = cfg.reference_template.split("{response}", 1)
+    fill = {"prompt": ex.prompt, "reference": ex.reference}
+    served = [t for p in scorer.chat_parts(head.format(**fill) + MARK + ex.responses[0] + tail.format(**fill))
+              for t in p]
+    assert enc.context == served
+    assert tok.decode(enc.target).startswith("No\nThe response subtracts")
+    assert enc.target[0] in scorer._first_ids(cfg.no_words)  # the token whose logit the scorer reads
+
+    task = JudgeTask(JudgeConfig())
+    task.tokenizer = tok
+    batch = task.collate([enc, enc])
+    labels = batch["labels"][0].tolist()
+    assert labels[: len(enc.context)] == [-100] * len(enc.context)
+    assert labels[len(enc.context):] == enc.target
+
+    pair = judge_example({"prompt": "2+2?", "responses": ["4", "5"], "verdict": "A"})
+    swapped = encode_judge_examples(prompts, pair, 2048, swap_augment=True)
+    assert [tok.decode(e.target[:1]) for e in swapped] == ["A", "B"] and [e.positive for e in swapped] == [True, False]
+
+
+@pytest.mark.slow
+def test_judge_sft_lowers_the_verdict_loss_and_the_checkpoint_is_served(tmp_path: Path) -> None:
+    from rewardsvc.client import RewardClient
+    from rewardsvc.types import Item
+    from support import ServerProcess
+    from trainers.cli import main
+
+    subset = tmp_path / "judge.jsonl"
+    rows = read_jsonl(JUDGE)[:2]
+    subset.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "judge"
+    assert main(["judge", "--train-file", str(subset), "--eval-file", str(subset), "--output-dir", str(out),
+                 "--batch-size", "2", "--max-steps", "3", "--learning-rate", "1e-4", "--warmup-ratio", "0",
+                 "--lr-scheduler", "constant", "--eval-on-start", "--progress", "false", "--plot", "false"]) == 0
+    evals = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if "eval_loss" in ln]
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == 3
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]
+    config = yaml.safe_load((out / "rewardsvc.yaml").read_text())
+    assert config["scorers"]["judge"] == {"type": "judge", "model": str(out), "mode": "reference"}
+    items = [Item(id=str(i), prompt=r["prompt"], response=r["response"], reference=r["reference"])
+             for i, r in enumerate(rows)]
+    with ServerProcess(config) as srv, RewardClient(srv.address) as client:
+        results = client.score("judge", items)
+    assert all(r.error is None and -1.0 <= r.score <= 1.0 for r in results), results
+    # Fitted on exactly these two items, the served judge now gives each its label's side.
+    for r, row in zip(results, rows):
+        assert (r.score > 0) == (row["verdict"] == "yes"), (r.score, row["verdict"])
