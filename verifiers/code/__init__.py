@@ -1,0 +1,1 @@
+"""The sandboxed `code` verifier: untrusted programs against tests, isolated by the OS."""

@@ -1,0 +1,130 @@
+"""What the code scorer reads from an item: the program in the response and the tests in the reference."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[ \t]*([^\s`]*)[^\n`]*$")
+PYTHON_TAGS = frozenset({"python", "py", "python3", "py3", "pycon"})
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(language tag, body) of each fenced block, in order; an unclosed last fence runs to the end."""
+    blocks: list[tuple[str, str]] = []
+    lines = text.splitlines(keepends=True)
+    i = 0
+    while i < len(lines):
+        m = _FENCE.match(lines[i].rstrip("\r\n"))
+        if not m:
+            i += 1
+            continue
+        fence, tag = m.group(1), m.group(2).lower()
+        body: list[str] = []
+        i += 1
+        while i < len(lines):
+            stripped = lines[i].strip()
+            if stripped.startswith(fence[0] * len(fence)) and set(stripped) == {fence[0]}:
+                break
+            body.append(lines[i])
+            i += 1
+        blocks.append((tag, "".join(body)))
+        i += 1
+    return blocks
+
+
+def extract_program(response: str) -> str:
+    """The last fenced python block (```python / ```py / untagged), else the raw response."""
+    blocks = fenced_blocks(response)
+    tagged = [body for tag, body in blocks if tag in PYTHON_TAGS]
+    if tagged:
+        return tagged[-1]
+    untagged = [body for tag, body in blocks if not tag]
+    if untagged:
+        return untagged[-1]
+    return response
+
+
+@dataclass
+class ItemTests:
+    """The tests of one item, parsed from its `reference` JSON."""
+
+    style: str  # "check" | "asserts" | "cases"
+    test: str = ""
+    entry_point: str = ""
+    asserts: list[str] = field(default_factory=list)
+    cases: list[dict[str, str]] = field(default_factory=list)
+    timeout_s: float | None = None
+    memory_mb: int | None = None
+
+    def payload(self) -> dict[str, Any]:
+        if self.style == "check":
+            return {"style": "check", "test": self.test, "entry_point": self.entry_point}
+        if self.style == "asserts":
+            return {"style": "asserts", "asserts": list(self.asserts)}
+        return {"style": "cases", "cases": list(self.cases)}
+
+    @property
+    def size(self) -> int:
+        return len(self.test) + sum(map(len, self.asserts)) + sum(len(c["input"]) + len(c["output"]) for c in self.cases)
+
+
+REFERENCE_HELP = (
+    'reference must be a JSON object with one of: {"test": "<code defining check(candidate)>", '
+    '"entry_point": "<function name>"}, {"asserts": ["assert f(1) == 2", ...]}, '
+    '{"cases": [{"input": "...", "output": "..."}, ...]}; optional "timeout_s" and "memory_mb"'
+)
+
+
+def parse_reference(reference: str | None) -> ItemTests:
+    """Parse and validate an item's tests; raises ValueError saying what is wrong."""
+    if reference is None or not reference.strip():
+        raise ValueError(f"the code scorer needs tests in `reference`: {REFERENCE_HELP}")
+    try:
+        data = json.loads(reference)
+    except ValueError as exc:
+        raise ValueError(f"reference is not valid JSON ({exc}); {REFERENCE_HELP}") from None
+    if not isinstance(data, dict):
+        raise ValueError(REFERENCE_HELP)
+    styles = [k for k in ("test", "asserts", "cases") if k in data]
+    if len(styles) != 1:
+        raise ValueError(f"reference has {styles or 'none'} of test/asserts/cases; exactly one is needed. "
+                         + REFERENCE_HELP)
+    unknown = set(data) - {"test", "entry_point", "asserts", "cases", "timeout_s", "memory_mb"}
+    if unknown:
+        raise ValueError(f"reference has unknown key(s) {sorted(unknown)}; {REFERENCE_HELP}")
+    spec = ItemTests(style={"test": "check", "asserts": "asserts", "cases": "cases"}[styles[0]])
+    if spec.style == "check":
+        test, entry = data["test"], data.get("entry_point")
+        if not isinstance(test, str) or not test.strip():
+            raise ValueError('reference "test" must be non-empty Python code defining check(candidate)')
+        if not isinstance(entry, str) or not entry.strip().isidentifier():
+            raise ValueError('reference "test" needs "entry_point": the name of the function under test')
+        spec.test, spec.entry_point = test, entry.strip()
+    elif spec.style == "asserts":
+        asserts = data["asserts"]
+        if not isinstance(asserts, list) or not asserts or not all(isinstance(a, str) for a in asserts):
+            raise ValueError('reference "asserts" must be a non-empty list of strings (one test each)')
+        spec.asserts = list(asserts)
+    else:
+        cases = data["cases"]
+        if not isinstance(cases, list) or not cases:
+            raise ValueError('reference "cases" must be a non-empty list of {"input": ..., "output": ...}')
+        for i, case in enumerate(cases):
+            if not isinstance(case, dict) or not isinstance(case.get("output"), str) \
+                    or not isinstance(case.get("input", ""), str) or set(case) - {"input", "output"}:
+                raise ValueError(f'reference "cases"[{i}] must be {{"input": "<stdin>", "output": "<expected stdout>"}}')
+            spec.cases.append({"input": case.get("input", ""), "output": case["output"]})
+    if "timeout_s" in data:
+        t = data["timeout_s"]
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
+            raise ValueError('reference "timeout_s" must be a positive number of seconds')
+        spec.timeout_s = float(t)
+    if "memory_mb" in data:
+        m = data["memory_mb"]
+        if isinstance(m, bool) or not isinstance(m, int) or m < 32:
+            raise ValueError('reference "memory_mb" must be an integer >= 32')
+        spec.memory_mb = m
+    return spec
