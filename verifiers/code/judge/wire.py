@@ -122,6 +122,18 @@ def read_frame(fd: int, deadline: float | None = None) -> bytes:
     return body
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write everything (blocking or not) unless the reader is gone."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            select.select([], [fd], [], 1.0)
+        except OSError:
+            return
+
+
 # ---- values -------------------------------------------------------------------------------------
 
 def to_tree(value, handle_of, depth: int = 0):

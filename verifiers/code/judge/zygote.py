@@ -28,8 +28,10 @@ import socket
 import sys
 
 import judge
-import runner  # noqa: F401  (preloaded for the runner, which is forked from the judge)
+import runner
 import wire
+
+_PRELOADED = (runner,)  # the runner is forked from the judge: its module is loaded once, here
 
 CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC = 0x00020000, 0x20000000, 0x08000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18

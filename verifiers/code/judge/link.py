@@ -1,0 +1,335 @@
+"""The judge's end of the runner: requests with a deadline, and proxies for the program's objects.
+
+Whatever the runner answers is decoded by wire.Decoder into exact builtin types or `Remote` proxies;
+a proxy forwards calls, attribute access, indexing and iteration to the runner, and compares by
+identity, so no comparison a test makes ever runs the program's code in the judge.
+"""
+
+from __future__ import annotations
+
+import _signal
+import builtins
+import os
+import sys
+
+import wire
+
+_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
+# Stdlib modules the judge won't import on the program's behalf (side effects, or the judge's own).
+_NO_IMPORT = frozenset({"antigravity", "this", "webbrowser", "turtle", "turtledemo", "tkinter", "idlelib",
+                        "pydoc", "ensurepip", "venv", "lib2to3", "__main__", "judge", "wire", "runner",
+                        "link", "program", "cases", "zygote"})
+
+
+class JudgeAbort(BaseException):
+    """The runner is gone (died, timed out, broke the protocol): stop running tests.
+
+    A BaseException, so `except Exception` in test code doesn't swallow it.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class RemoteError(Exception):
+    """An exception raised by the program that has no builtin counterpart here."""
+
+
+class Link:
+    """The judge's end of the runner: requests with a deadline, proxies for the runner's objects."""
+
+    def __init__(self, pid: int, req_w: int, resp_r: int) -> None:
+        self.pid = pid
+        self.req_w = req_w
+        self.resp_r = resp_r
+        self.deadline: float | None = None
+        self.cpu_limit_s = 0.0
+        self.remotes: dict[int, Remote] = {}
+        self.decoder = wire.Decoder(self.resolve)
+        self.abort: JudgeAbort | None = None
+        self.memory_error = False
+        self.cpu_exhausted = False
+        self.rusage = None
+        self.status: int | None = None
+
+    @classmethod
+    def fork(cls, results_fd: int) -> "Link":
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the runner
+            try:
+                os.setpgid(0, 0)
+                for fd in (req_w, resp_r, results_fd):
+                    os.close(fd)
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.close(null)
+                import runner
+
+                runner.Runner(req_r, resp_w).serve()
+            finally:
+                os._exit(70)
+        os.close(req_r)
+        os.close(resp_w)
+        os.set_blocking(req_w, False)
+        os.set_blocking(resp_r, False)
+        return cls(pid, req_w, resp_r)
+
+    # -- values -------------------------------------------------------------------------------
+    def handle_of(self, obj) -> dict:
+        if type(obj) is Remote:
+            return {"~": "h", "v": object.__getattribute__(obj, "_hid")}
+        if type(obj).__name__ == "module" and isinstance(getattr(obj, "__name__", None), str):
+            return {"~": "mod", "v": obj.__name__}
+        raise TypeError(f"a {type(obj).__name__} can't be passed to the program: only plain data "
+                        "(numbers, strings, lists, tuples, dicts, sets, bytes) and the program's own "
+                        "objects cross the sandbox boundary")
+
+    def resolve(self, ref):
+        if isinstance(ref, wire.ModuleRef):
+            top = ref.name.split(".")[0]
+            if top in _STDLIB and top not in _NO_IMPORT:
+                try:
+                    __import__(ref.name)
+                    return sys.modules[ref.name]
+                except (ImportError, KeyError):
+                    pass
+            if ref.hid is None:
+                raise wire.WireError(f"module {ref.name!r} is not available to the tests")
+            ref = wire.Handle(ref.hid, "module", False)
+        remote = self.remotes.get(ref.hid)
+        if remote is None:
+            remote = self.remotes[ref.hid] = Remote(self, ref.hid, ref.type_name, ref.callable)
+        return remote
+
+    # -- requests -----------------------------------------------------------------------------
+    def request(self, op: str, args: tuple | list | None = None, **fields):
+        if self.abort is not None:
+            raise self.abort
+        envelope = {"op": op}
+        for key, value in fields.items():
+            envelope[key] = value if key in ("source", "name", "n", "fn") else wire.to_tree(value, self.handle_of)
+        frame = wire.dump_json(envelope)
+        try:
+            wire.write_frame(self.req_w, frame, self.deadline)
+            reply_frame = wire.read_frame(self.resp_r, self.deadline)
+        except wire.Expired:
+            self.fail("timeout", f"the program ran past the time limit during `{op}`")
+        except (wire.Closed, OSError):
+            self.fail("runner_died", self.death_reason())
+        except wire.WireError as exc:
+            self.fail("protocol", str(exc))
+        try:
+            reply = self.decoder.loads(reply_frame)
+        except wire.WireError as exc:
+            raise ValueError(f"the program's result can't be read: {exc}") from None
+        if type(reply) is not dict:
+            raise ValueError("the runner sent a malformed reply")
+        if "exc" in reply:
+            raise self.remote_exception(reply["exc"])
+        if reply.get("stop") is True:
+            raise StopIteration
+        mutated = reply.get("mut")
+        if mutated and args is not None:
+            _apply_mutations(args, mutated)
+        return reply.get("ok")
+
+    def remote_exception(self, info) -> Exception:
+        if type(info) is not dict:
+            return RemoteError("the program raised an exception")
+        names = [n for n in info.get("types", []) if type(n) is str] or ["Exception"]
+        message = info.get("msg") if type(info.get("msg")) is str else ""
+        if "MemoryError" in names:
+            self.memory_error = True
+        exc: Exception | None = None
+        for name in names:
+            cls = getattr(builtins, name, None)
+            if (isinstance(cls, type) and issubclass(cls, Exception)
+                    and not issubclass(cls, (StopIteration, StopAsyncIteration))):
+                try:
+                    exc = cls(message)
+                except Exception:
+                    continue
+                break
+        if exc is None:
+            exc = RemoteError(message)
+        exc.remote_type = names[0]  # type: ignore[attr-defined]
+        exc.remote_traceback = info.get("tb") if type(info.get("tb")) is str else ""  # type: ignore[attr-defined]
+        return exc
+
+    def fail(self, reason: str, detail: str):
+        self.kill()
+        self.abort = JudgeAbort(reason, detail)
+        raise self.abort
+
+    def kill(self) -> None:
+        for target in (-self.pid, self.pid):
+            try:
+                os.kill(target, _signal.SIGKILL)
+            except OSError:
+                pass
+        self.reap()
+
+    def reap(self) -> int | None:
+        if self.rusage is not None:
+            return self.status
+        try:
+            _, status, self.rusage = os.wait4(self.pid, 0)
+        except ChildProcessError:
+            status = None
+        self.status = status
+        return status
+
+    def death_reason(self) -> str:
+        status = self.reap()
+        if status is None:
+            return "the program's process vanished"
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            cpu = self.rusage.ru_utime + self.rusage.ru_stime if self.rusage else 0.0
+            if sig == _signal.SIGXCPU or (sig == _signal.SIGKILL and self.cpu_limit_s and cpu >= self.cpu_limit_s - 0.05):
+                self.cpu_exhausted = True
+                return f"the program used its CPU-time limit ({self.cpu_limit_s:.0f}s)"
+            if sig == _signal.SIGXFSZ:
+                return "the program wrote a file over the file-size limit"
+            if sig == _signal.SIGSEGV:
+                return "the program crashed with SIGSEGV (unbounded recursion or a bad native call)"
+            return f"the program was killed by signal {_signame(sig)}"
+        return f"the program exited with status {os.WEXITSTATUS(status)} while the tests were running"
+
+    def close(self) -> None:
+        """Stop the runner (and its process group) and collect its resource usage."""
+        if self.rusage is None:
+            try:
+                os.close(self.req_w)
+            except OSError:
+                pass
+            self.kill()
+
+
+class Remote:
+    """A program object that stays in the runner. Equality is identity: `==` never asks the program."""
+
+    __slots__ = ("_link", "_hid", "_type", "_callable")
+
+    def __init__(self, link: Link, hid: int, type_name: str, is_callable: bool) -> None:
+        object.__setattr__(self, "_link", link)
+        object.__setattr__(self, "_hid", hid)
+        object.__setattr__(self, "_type", type_name)
+        object.__setattr__(self, "_callable", is_callable)
+
+    def _req(self, op: str, args=None, **fields):
+        return object.__getattribute__(self, "_link").request(op, args, o=self, **fields)
+
+    def __call__(self, *args, **kwargs):
+        link = object.__getattribute__(self, "_link")
+        return link.request("call", args, f=self, a=list(args), k=[[k, v] for k, v in kwargs.items()])
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return self._req("getattr", n=name)
+
+    def __setattr__(self, name: str, value) -> None:
+        self._req("setattr", n=name, v=value)
+
+    def __delattr__(self, name: str) -> None:
+        self._req("delattr", n=name)
+
+    def __getitem__(self, key):
+        return self._req("getitem", k=key)
+
+    def __setitem__(self, key, value) -> None:
+        self._req("setitem", k=key, v=value)
+
+    def __delitem__(self, key) -> None:
+        self._req("delitem", k=key)
+
+    def __contains__(self, value) -> bool:
+        return _exact(self._req("contains", v=value), bool, "`in`")
+
+    def __len__(self) -> int:
+        return _exact(self._req("unary", fn="len"), int, "len()")
+
+    def __bool__(self) -> bool:
+        return _exact(self._req("unary", fn="bool"), bool, "bool()")
+
+    def __str__(self) -> str:
+        return _exact(self._req("unary", fn="str"), str, "str()")
+
+    def __repr__(self) -> str:
+        try:
+            return _exact(self._req("unary", fn="repr"), str, "repr()")
+        except Exception:
+            return f"<program object {object.__getattribute__(self, '_type')}>"
+
+    def __int__(self) -> int:
+        return _exact(self._req("unary", fn="int"), int, "int()")
+
+    def __float__(self) -> float:
+        return _exact(self._req("unary", fn="float"), float, "float()")
+
+    def __index__(self) -> int:
+        return _exact(self._req("unary", fn="index"), int, "index()")
+
+    def __iter__(self):
+        it = self._req("unary", fn="iter")
+        return it if type(it) is Remote else iter(it)
+
+    def __next__(self):
+        return self._req("next")
+
+    def __eq__(self, other) -> bool:
+        return self is other
+
+    def __ne__(self, other) -> bool:
+        return self is not other
+
+    def __hash__(self) -> int:
+        return hash(("remote", object.__getattribute__(self, "_hid")))
+
+
+def _exact(value, kind: type, what: str):
+    if type(value) is not kind:
+        raise TypeError(f"{what} of a program object returned {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+def _apply_mutations(args, mutated) -> None:
+    """Mirror the program's in-place changes to mutable arguments onto the test's objects."""
+    if type(mutated) is not list:
+        return
+    for entry in mutated:
+        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not int:
+            continue
+        index, value = entry
+        if not 0 <= index < len(args):
+            continue
+        target = args[index]
+        if type(target) is list and type(value) is list:
+            target[:] = value
+        elif type(target) is dict and type(value) is dict:
+            target.clear()
+            target.update(value)
+        elif type(target) is set and type(value) is set:
+            target.clear()
+            target.update(value)
+        elif type(target) is bytearray and type(value) is bytearray:
+            target[:] = value
+
+
+# ---- programs and tests -------------------------------------------------------------------------
+
+
+def _signame(sig: int) -> str:
+    for name in ("SIGKILL", "SIGSEGV", "SIGABRT", "SIGBUS", "SIGFPE", "SIGILL", "SIGTERM", "SIGXCPU",
+                 "SIGXFSZ", "SIGPIPE", "SIGINT", "SIGHUP", "SIGSYS", "SIGTRAP", "SIGUSR1", "SIGUSR2", "SIGALRM"):
+        if getattr(_signal, name, None) == sig:
+            return name
+    return str(sig)
+
+
+# ---- the run --------------------------------------------------------------------------------------
