@@ -1,0 +1,362 @@
+"""transformers causal-LM backend: batched token log-probs, next-token log-probs, generation.
+
+One request type covers every causal-LM scorer: the log-probs of `target` tokens given `context`,
+plus the log-probs of some `candidates` tokens right after context+target (a verdict token, "Yes"
+or "No"). Requests in one batch are padded on the configured side with explicit position ids, so a
+request scores the same alone or in any batch (float tolerance).
+
+Prefix sharing (GRPO groups): requests with the same `group` whose first `shared_prefix` tokens are
+equal run that prefix once; its KV cache is then copied to each member, which runs only its own
+tokens on top. Logits are computed only where a log-prob is wanted, in chunks, so the vocabulary
+(49k for SmolLM2) never makes a batch x length x vocab tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+log = logging.getLogger("rewardsvc.backends.causal_lm")
+
+Padding = Literal["left", "right"]
+_LOGIT_CHUNK = 512  # positions per lm_head call: bounds the [positions, vocab] tensor
+
+
+@dataclass
+class LogprobRequest:
+    """Log-probs of `target` given `context`, and of each of `candidates` right after both."""
+
+    context: Sequence[int]
+    target: Sequence[int] = ()
+    candidates: Sequence[int] = ()
+    #: Requests with the same `group` and the same first `shared_prefix` context tokens compute
+    #: those tokens once (0: nothing shared).
+    group: Hashable | None = None
+    shared_prefix: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.context:
+            raise ValueError("a log-prob request needs at least one context token (e.g. BOS or a chat header)")
+        if not 0 <= self.shared_prefix <= len(self.context):
+            raise ValueError(f"shared_prefix {self.shared_prefix} is outside the context (length {len(self.context)})")
+
+    @property
+    def length(self) -> int:
+        return len(self.context) + len(self.target)
+
+
+@dataclass
+class LogprobResult:
+    target: list[float] = field(default_factory=list)
+    candidates: list[float] = field(default_factory=list)
+
+
+@dataclass
+class GenerateRequest:
+    context: Sequence[int]
+    max_new_tokens: int = 16
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+class CausalLMBackend(Protocol):
+    """What the causal-LM scorers need from a backend (transformers or vLLM)."""
+
+    tokenizer: Any
+    name: str
+
+    def logprobs(self, requests: Sequence[LogprobRequest], padding_side: Padding = "right",
+                 share_prefixes: bool = True) -> list[LogprobResult]: ...
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[list[int]]: ...
+
+
+@dataclass
+class ForwardStats:
+    """Counters the benchmarks read: how many tokens actually went through the model."""
+
+    forward_tokens: int = 0
+    padded_tokens: int = 0
+    shared_prefix_tokens_saved: int = 0
+
+
+class TransformersCausalLM:
+    """A causal LM loaded with transformers, fp32 on CPU / bf16 on GPU unless configured."""
+
+    def __init__(self, path: str | Path, device: str = "auto", dtype: str = "auto", name: str = "") -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from rewardsvc.backends.device import resolve_device, resolve_dtype
+
+        self.name = name or str(path)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        t0 = time.perf_counter()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
+        self.pad_id = self._pad_id()
+        self._base = self.model.base_model
+        self._head = self.model.get_output_embeddings()
+        self._softcap = getattr(self.model.config, "final_logit_softcapping", None)
+        # One forward at a time: two threads sharing the CPU cores run slower than one after the other.
+        self._lock = threading.Lock()
+        self.stats = ForwardStats()
+        self._torch = torch
+        log.info("loaded %s on %s (%s) in %.1fs", self.name, self.device, self.dtype, time.perf_counter() - t0)
+
+    def _pad_id(self) -> int:
+        tok = self.tokenizer
+        for candidate in (tok.pad_token_id, tok.eos_token_id, 0):
+            if candidate is not None:
+                return int(candidate)
+        return 0
+
+    # ---------------------------------------------------------------- log-probs
+
+    def logprobs(self, requests: Sequence[LogprobRequest], padding_side: Padding = "right",
+                 share_prefixes: bool = True) -> list[LogprobResult]:
+        """Log-probs for each request, in order. Pads on `padding_side`; shares prefixes within groups."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        if not requests:
+            return []
+        with self._lock, self._torch.inference_mode():
+            return self._logprobs(list(requests), padding_side, share_prefixes)
+
+    def _logprobs(self, reqs: list[LogprobRequest], side: Padding, share: bool) -> list[LogprobResult]:
+        torch = self._torch
+        # Which requests share a prefix: only groups of two or more are worth a cache.
+        split = [0] * len(reqs)
+        prefix_of: list[int] = [-1] * len(reqs)
+        prefixes: list[Sequence[int]] = []
+        if share:
+            members: dict[Any, list[int]] = {}
+            for i, r in enumerate(reqs):
+                if r.group is not None and r.shared_prefix > 0:
+                    members.setdefault((r.group, tuple(r.context[: r.shared_prefix])), []).append(i)
+            for (_, prefix), idx in members.items():
+                if len(idx) < 2:
+                    continue
+                for i in idx:
+                    split[i] = len(prefix)
+                    prefix_of[i] = len(prefixes)
+                prefixes.append(prefix)
+                self.stats.shared_prefix_tokens_saved += len(prefix) * (len(idx) - 1)
+
+        # Each position p (in full-sequence coordinates) whose next-token distribution we need, per request.
+        wanted: list[list[int]] = []
+        for r in reqs:
+            c, t = len(r.context), len(r.target)
+            pos = list(range(c - 1, c + t - 1))
+            if r.candidates:
+                pos.append(c + t - 1)
+            wanted.append(pos)
+
+        cache = None
+        prefix_mask = None
+        prefix_last_hidden = None
+        if prefixes:
+            ids, mask, pos_ids, offsets = self._pad([list(p) for p in prefixes], side, start=[0] * len(prefixes))
+            self.stats.forward_tokens += int(mask.sum())
+            self.stats.padded_tokens += mask.numel()
+            out = self._base(input_ids=ids, attention_mask=mask, position_ids=pos_ids, use_cache=True)
+            cache = out.past_key_values
+            lengths = mask.sum(1)
+            last = offsets + lengths - 1
+            prefix_last_hidden = out.last_hidden_state[torch.arange(len(prefixes), device=ids.device), last]
+            # Requests without a shared prefix get an all-masked cache row (index of any prefix, mask 0).
+            select = torch.tensor([max(k, 0) for k in prefix_of], device=ids.device)
+            cache.batch_select_indices(select)
+            prefix_mask = mask[select].clone()
+            for i, k in enumerate(prefix_of):
+                if k < 0:
+                    prefix_mask[i] = 0
+
+        seqs = [list(r.context[split[i]:]) + list(r.target) for i, r in enumerate(reqs)]
+        ids, mask, pos_ids, offsets = self._pad(seqs, side, start=split)
+        self.stats.forward_tokens += int(mask.sum())
+        self.stats.padded_tokens += mask.numel()
+        full_mask = mask if prefix_mask is None else torch.cat([prefix_mask, mask], dim=1)
+        hidden = None
+        if ids.shape[1] > 0:
+            out = self._base(input_ids=ids, attention_mask=full_mask, position_ids=pos_ids,
+                             past_key_values=cache, use_cache=cache is not None)
+            hidden = out.last_hidden_state
+        del cache
+
+        # Gather the hidden states at the wanted positions, then run the LM head on them only.
+        gathered = []
+        for i, pos in enumerate(wanted):
+            for p in pos:
+                if p < split[i]:  # the last prefix token: its hidden state came from the prefix pass
+                    assert p == split[i] - 1 and prefix_last_hidden is not None
+                    gathered.append(prefix_last_hidden[prefix_of[i]])
+                else:
+                    assert hidden is not None
+                    gathered.append(hidden[i, int(offsets[i]) + p - split[i]])
+        next_ids = []
+        for r in reqs:
+            next_ids.extend(r.target)
+            if r.candidates:
+                next_ids.append(-1)  # placeholder: candidates are read from the full row below
+        logps_rows = self._log_softmax_rows(gathered, next_ids, [r.candidates for r in reqs])
+        results = []
+        k = 0
+        for r in reqs:
+            target = [logps_rows[0][k + j] for j in range(len(r.target))]
+            k += len(r.target)
+            cands: list[float] = []
+            if r.candidates:
+                cands = logps_rows[1][k]
+                k += 1
+            results.append(LogprobResult(target=target, candidates=cands))
+        return results
+
+    def _log_softmax_rows(self, hidden_rows: list[Any], next_ids: list[int],
+                          candidates: list[Sequence[int]]) -> tuple[list[float], dict[int, list[float]]]:
+        """For each gathered row: the log-prob of its next id; for candidate rows, of each candidate."""
+        torch = self._torch
+        picked: list[float] = [0.0] * len(next_ids)
+        cand_rows: dict[int, list[float]] = {}
+        cand_iter = iter([c for c in candidates if c])
+        cand_for_row = {}
+        for row, nid in enumerate(next_ids):
+            if nid == -1:
+                cand_for_row[row] = list(next(cand_iter))
+        for start in range(0, len(hidden_rows), _LOGIT_CHUNK):
+            h = torch.stack(hidden_rows[start:start + _LOGIT_CHUNK])
+            logits = self._head(h).float()
+            if self._softcap:
+                logits = torch.tanh(logits / self._softcap) * self._softcap
+            logp = torch.log_softmax(logits, dim=-1)
+            for j in range(h.shape[0]):
+                row = start + j
+                nid = next_ids[row]
+                if nid == -1:
+                    cand_rows[row] = logp[j, cand_for_row[row]].tolist()
+                else:
+                    picked[row] = float(logp[j, nid])
+        return picked, cand_rows
+
+    def _pad(self, seqs: list[list[int]], side: Padding, start: list[int]) -> tuple[Any, Any, Any, Any]:
+        """Pad `seqs`; position ids continue from `start` (the shared prefix length) for each row."""
+        torch = self._torch
+        n = len(seqs)
+        width = max((len(s) for s in seqs), default=0)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        pos = torch.zeros((n, width), dtype=torch.long)
+        offsets = torch.zeros(n, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            off = width - len(s) if side == "left" else 0
+            offsets[i] = off
+            if s:
+                ids[i, off:off + len(s)] = torch.tensor(s, dtype=torch.long)
+                mask[i, off:off + len(s)] = 1
+                pos[i, off:off + len(s)] = torch.arange(start[i], start[i] + len(s))
+        dev = self.device
+        return ids.to(dev), mask.to(dev), pos.to(dev), offsets.to(dev)
+
+    # ---------------------------------------------------------------- generation
+
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[list[int]]:
+        """New token ids per request (up to EOS, which is not included). Requests with the same sampling
+        settings run as one left-padded batch; greedy is deterministic, sampling is seeded per batch."""
+        if not requests:
+            return []
+        out: list[list[int] | None] = [None] * len(requests)
+        by_params: dict[tuple[Any, ...], list[int]] = {}
+        for i, r in enumerate(requests):
+            if not r.context:
+                raise ValueError("a generation request needs at least one context token")
+            by_params.setdefault((r.max_new_tokens, r.temperature, r.top_p, r.seed), []).append(i)
+        with self._lock, self._torch.inference_mode():
+            for (max_new, temperature, top_p, seed), idx in by_params.items():
+                for i, toks in zip(idx, self._generate([list(requests[i].context) for i in idx],
+                                                        max_new, temperature, top_p, seed)):
+                    out[i] = toks
+        return [o or [] for o in out]
+
+    def _generate(self, contexts: list[list[int]], max_new: int, temperature: float, top_p: float,
+                  seed: int | None) -> list[list[int]]:
+        torch = self._torch
+        ids, mask, _, _ = self._pad(contexts, "left", start=[0] * len(contexts))
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new, "pad_token_id": self.pad_id}
+        if temperature > 0:
+            if seed is not None:
+                torch.manual_seed(seed)
+            kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        gen = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        new = gen[:, ids.shape[1]:].tolist()
+        stops = self._stop_ids()
+        result = []
+        for row in new:
+            cut = next((j for j, t in enumerate(row) if t in stops), len(row))
+            result.append(row[:cut])
+        return result
+
+    def _stop_ids(self) -> set[int]:
+        stops: set[int] = set()
+        eos = self.model.generation_config.eos_token_id
+        if isinstance(eos, int):
+            stops.add(eos)
+        elif eos:
+            stops.update(int(e) for e in eos)
+        if self.tokenizer.eos_token_id is not None:
+            stops.add(int(self.tokenizer.eos_token_id))
+        return stops
+
+
+# ---------------------------------------------------------------- shared instances
+
+_shared: dict[tuple[str, ...], list[Any]] = {}
+_shared_lock = threading.Lock()
+
+
+def acquire(model: str, device: str = "auto", dtype: str = "auto", backend: str = "transformers",
+            **backend_options: Any) -> CausalLMBackend:
+    """A loaded backend for `model`, shared by every scorer that asks for the same one (ref-counted)."""
+    key = (backend, model, device, dtype, repr(sorted(backend_options.items())))
+    with _shared_lock:
+        entry = _shared.get(key)
+        if entry is None:
+            entry = [_load(model, device, dtype, backend, backend_options), 0]
+            _shared[key] = entry
+        entry[1] += 1
+        return entry[0]
+
+
+def release(lm: CausalLMBackend) -> None:
+    """Drop one reference taken by `acquire`; the model is freed when none remain."""
+    with _shared_lock:
+        for key, entry in list(_shared.items()):
+            if entry[0] is lm:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    del _shared[key]
+                    close = getattr(lm, "close", None)
+                    if close is not None:
+                        close()
+                return
+
+
+def _load(model: str, device: str, dtype: str, backend: str, options: dict[str, Any]) -> CausalLMBackend:
+    from rewardsvc.backends.gguf import model_dir
+
+    path = model_dir(model)
+    if backend == "transformers":
+        return TransformersCausalLM(path, device=device, dtype=dtype, name=model)
+    if backend == "vllm":
+        from rewardsvc.backends.vllm_backend import VLLMCausalLM
+
+        return VLLMCausalLM(path, device=device, dtype=dtype, name=model, **options)
+    raise ValueError(f"unknown causal-LM backend {backend!r}; use 'transformers' or 'vllm'")
