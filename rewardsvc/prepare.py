@@ -11,6 +11,8 @@ import logging
 
 # "module:function" steps, run in order; each skips itself when its cache is present.
 STEPS: list[str] = [
+    # Bundled GGUF models (SmolLM2) converted to safetensors once, so causal-LM scorers load in seconds.
+    "rewardsvc.backends.gguf:prepare_bundled",
     # The default reward model and PRM (cache:default-rm, cache:default-prm): short CPU training runs.
     "trainers.prepare:prepare_default_models",
 ]
