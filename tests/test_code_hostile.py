@@ -73,6 +73,11 @@ CASES: dict[str, Case] = {
     "sleep_forever": Case("import time\ntime.sleep(10**9)\ndef f():\n    return 1\n", ["assert f() == 1"], {"timeout"}),
     "fork_bomb": Case("import os\ndef f():\n    while True:\n        os.fork()\n", ["assert f()"], NOT_PASSED),
     "alloc_8gb": Case("def f():\n    return len(bytearray(8 << 30))\n", ["assert f() > 0"], {"memory"}),
+    "fork_and_allocate": Case(
+        "import os, time\ndef f():\n    for _ in range(8):\n        if os.fork() == 0:\n"
+        "            b = bytearray(400 << 20)\n            for i in range(0, len(b), 4096):\n                b[i] = 1\n"
+        "            time.sleep(30)\n            os._exit(0)\n    time.sleep(30)\n    return True\n",
+        ["assert f()"], {"memory", "timeout", "runtime_error", "failed"}),
     "output_flood": Case("import sys\ndef f():\n    while True:\n        sys.stdout.write('x' * 65536)\n",
                          ["assert f()"], {"output_limit"}),
     "file_64mb": Case("def f():\n    with open('/tmp/big', 'wb') as fh:\n        fh.write(b'x' * (64 << 20))\n    return True\n",

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,3 +221,29 @@ def test_config_keys_are_checked() -> None:
         from verifiers.code.scorer import CodeConfig, CodeScorer
 
         CodeScorer("code", CodeConfig(sandbox_uid=0))
+
+
+def test_tests_that_hang_the_judge_hit_the_parents_backstop(svc: InProcessService) -> None:
+    ref = json.dumps({"test": "def check(candidate):\n    while True:\n        pass\n", "entry_point": "f",
+                      "timeout_s": 1})
+    r = one(svc, "def f():\n    return 1\n", ref)
+    assert r.details["verdict"] == "timeout" and r.score == 0.0
+    assert one(svc, "def f():\n    return 1\n", asserts("assert f() == 1")).score == 1.0
+
+
+def test_a_slot_whose_sandbox_died_is_restarted() -> None:
+    uid = UID + 30
+    lone = InProcessService({"scorers": {"code": {"type": "code", "workers": 1, "sandbox_uid": uid,
+                                                  "cgroups": False}}})
+    try:
+        item = {"response": "def f():\n    return 3\n", "reference": asserts("assert f() == 3")}
+        assert lone.score([item])[0].score == 1.0
+        zygotes = [pid for pid, cmd in processes_of(range(uid, uid + 1)) if "zygote" in cmd]
+        assert zygotes
+        for pid in zygotes:
+            os.kill(pid, signal.SIGKILL)
+        assert eventually(lambda: not processes_of(range(uid, uid + 1)), 10)
+        assert lone.score([item])[0].score == 1.0  # a fresh sandbox for the slot
+    finally:
+        lone.close()
+    assert eventually(lambda: not processes_of(range(uid, uid + 1)), 10)

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import secrets
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -152,8 +153,9 @@ class CodeScorer(Scorer):
             slots = [Slot(i, cfg.sandbox_uid + i if self.settings.drop_uid else None) for i in range(n_slots)]
             if cfg.cgroups and os.geteuid() == 0 and cgroups_available():
                 remove_stale_cgroups()
+                tag = f"{os.getpid()}-{self.name}-{secrets.token_hex(4)}"  # unique per scorer instance
                 for slot in slots:
-                    slot.cgroup = SlotCgroup.create(f"{os.getpid()}-{self.name}-{slot.index}", slot.uid)
+                    slot.cgroup = SlotCgroup.create(f"{tag}-{slot.index}", slot.uid)
             elif cfg.cgroups:
                 log.info("code scorer %r: cgroup v1 not writable here; per-process rlimits only", self.name)
         self.pool = SandboxPool(self.settings, slots, cfg.queue_limit, cfg.tail_bytes, cfg.max_processes,

@@ -43,8 +43,6 @@ def make_result(item_id: str, outcome: RunOutcome, all_or_nothing: bool, limits_
             details["cpu_s"] = runner["cpu_s"]
         if isinstance(runner.get("max_rss_kb"), int):
             details["memory_kb"] = runner["max_rss_kb"]
-    if outcome.memory_peak_bytes:
-        details["sandbox_memory_kb"] = outcome.memory_peak_bytes // 1024
     memory_hit = outcome.oom_kills > 0 or bool((report or {}).get("memory_error"))
 
     if report is None:
@@ -81,6 +79,9 @@ def make_result(item_id: str, outcome: RunOutcome, all_or_nothing: bool, limits_
     elif outcome.killed == "output_limit" or reason == "output_limit":
         verdict = "output_limit"
         error = error or f"the program wrote more than the output limit ({limits_note})"
+    elif outcome.oom_kills > 0:  # the kernel killed something of this run for memory: say so first
+        verdict = "memory"
+        error = f"the run exceeded its memory limit ({limits_note}); {error}".rstrip("; ")
     elif reason == "timeout" or outcome.killed == "timeout":
         verdict = "timeout"
     elif memory_hit:
