@@ -220,7 +220,7 @@ def test_config_keys_are_checked() -> None:
     with pytest.raises(ValueError, match="sandbox_uid"):
         from verifiers.code.scorer import CodeConfig, CodeScorer
 
-        CodeScorer("code", CodeConfig(sandbox_uid=0))
+        CodeScorer("code", CodeConfig(sandbox_uid=7))
 
 
 def test_tests_that_hang_the_judge_hit_the_parents_backstop(svc: InProcessService) -> None:
@@ -247,3 +247,19 @@ def test_a_slot_whose_sandbox_died_is_restarted() -> None:
     finally:
         lone.close()
     assert eventually(lambda: not processes_of(range(uid, uid + 1)), 10)
+
+
+def test_sandbox_uids_are_leased_per_service() -> None:
+    from verifiers.code.uids import lease_uids
+
+    first = lease_uids(2, UID + 40)
+    try:
+        with pytest.raises(RuntimeError, match="in use by another rewardsvc process"):
+            lease_uids(1, UID + 41)
+        auto_a, auto_b = lease_uids(3), lease_uids(3)
+        assert auto_a.first >= 200_000 and auto_b.first >= auto_a.first + 3
+        auto_a.release()
+        auto_b.release()
+    finally:
+        first.release()
+    lease_uids(2, UID + 40).release()  # free again once released

@@ -91,6 +91,7 @@ class RunOutcome:
     wall_s: float = 0.0
     memory_peak_bytes: int | None = None
     oom_kills: int = 0
+    sandbox_died: str = ""  # the slot's zygote died during the run: not the program's doing, unless OOM
 
 
 class SlotCgroup:
@@ -607,6 +608,8 @@ class Zygote:
                 shutil.rmtree(workdir, ignore_errors=True)
         outcome.wall_s = time.perf_counter() - t0
         outcome.exit_code = status if status is not None else (done.result() if done.done() else None)
+        if self.dead and self.why_dead != "closed" and outcome.killed is None:
+            outcome.sandbox_died = self.why_dead
         outcome.stdout_tail, outcome.stderr_tail = run.stdout.tail(), run.stderr.tail()
         outcome.stdout_bytes, outcome.stderr_bytes = run.stdout.total, run.stderr.total
         if self.slot.cgroup is not None:

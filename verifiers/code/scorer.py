@@ -17,6 +17,7 @@ from verifiers.code.extract import ItemTests, extract_program, parse_reference
 from verifiers.code.sandbox import (RunLimits, RunOutcome, SandboxSettings, Slot, SlotCgroup, Zygote,
                                     cgroups_available, install_judge, log_unsafe, python_binds,
                                     remove_stale_cgroups)
+from verifiers.code.uids import UidLease, lease_uids
 from verifiers.code.verdict import make_result
 
 log = logging.getLogger("rewardsvc.code")
@@ -46,7 +47,8 @@ class CodeConfig:
     max_file_mb: int = option(16, "largest file the program may write (RLIMIT_FSIZE, MiB)")
     python: str = option("", "interpreter inside the sandbox; empty = the service's own when the sandbox "
                              "uid can read it, else /usr/bin/python3")
-    sandbox_uid: int = option(61000, "host uid of slot 0 (slot i runs as sandbox_uid + i): unused, non-root")
+    sandbox_uid: int = option(0, "host uid of slot 0 (slot i runs as sandbox_uid + i; unused by anything "
+                                 "else); 0 = lease a free block from 200000")
     cgroups: bool = option(True, "also cap each sandbox's total memory and process count with cgroup v1 "
                                  "when /sys/fs/cgroup is writable")
     unsafe_no_isolation: bool = option(False, "run programs WITHOUT the sandbox (trusted code only); "
@@ -132,11 +134,12 @@ class CodeScorer(Scorer):
 
     def __init__(self, name: str, config: CodeConfig) -> None:
         super().__init__(name, config)
-        if config.sandbox_uid <= 0 or config.sandbox_uid + (config.workers or os.cpu_count() or 1) > 65534:
-            raise ValueError(f"code scorer {name!r}: sandbox_uid must be a non-root uid with room for every "
-                             f"slot below 65535, got {config.sandbox_uid}")
+        if config.sandbox_uid < 0 or 0 < config.sandbox_uid < 1000:
+            raise ValueError(f"code scorer {name!r}: sandbox_uid must be 0 (pick a free block) or an unused "
+                             f"uid >= 1000 (not a system account, never root), got {config.sandbox_uid}")
         self.settings: SandboxSettings | None = None
         self.pool: SandboxPool | None = None
+        self.uids: UidLease | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self, peers: Mapping[str, Scorer]) -> None:
@@ -150,7 +153,9 @@ class CodeScorer(Scorer):
             slots = [Slot(i, None) for i in range(n_slots)]
         else:
             self.settings = await asyncio.to_thread(self._isolated_settings)
-            slots = [Slot(i, cfg.sandbox_uid + i if self.settings.drop_uid else None) for i in range(n_slots)]
+            if self.settings.drop_uid:
+                self.uids = lease_uids(n_slots, cfg.sandbox_uid)
+            slots = [Slot(i, self.uids.first + i if self.uids else None) for i in range(n_slots)]
             if cfg.cgroups and os.geteuid() == 0 and cgroups_available():
                 remove_stale_cgroups()
                 tag = f"{os.getpid()}-{self.name}-{secrets.token_hex(4)}"  # unique per scorer instance
@@ -187,8 +192,10 @@ class CodeScorer(Scorer):
             settings = SandboxSettings(python=python, judge_dir=install_judge(python), bwrap=bwrap,
                                        drop_uid=drop_uid, python_binds=binds, bpf=bpf, bpf_zygote=bpf_zygote)
             if not binds or _readable_by_others(binds + [python]):
+                if problems:
+                    log.info("code scorer %r: sandbox interpreter %s (%s)", self.name, python, "; ".join(problems))
                 return settings
-            problems.append(f"{python}: its directories {binds} are not readable by an unprivileged uid")
+            problems.append(f"{python}: its directories {binds} are not readable by the sandbox's unprivileged uid")
             shutil.rmtree(settings.judge_dir, ignore_errors=True)
         raise RuntimeError("no Python interpreter the sandbox can run: " + "; ".join(problems)
                            + " (set `python:` in the code scorer's config to one under /usr, e.g. /usr/bin/python3)")
@@ -210,6 +217,9 @@ class CodeScorer(Scorer):
             await self.pool.close()
         if self.settings is not None:
             shutil.rmtree(self.settings.judge_dir, ignore_errors=True)
+        if self.uids is not None:
+            self.uids.release()
+            self.uids = None
 
     # -- scoring --------------------------------------------------------------------------------
     def check_item(self, item: Item) -> str | None:

@@ -7,10 +7,13 @@ for the tests that didn't pass, with a verdict saying why.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from rewardsvc.types import ErrorCode, Result
 from verifiers.code.sandbox import RunOutcome
+
+log = logging.getLogger("rewardsvc.code")
 
 VERDICTS = ("passed", "failed", "timeout", "memory", "output_limit", "runtime_error", "sandbox_error")
 
@@ -46,7 +49,10 @@ def make_result(item_id: str, outcome: RunOutcome, all_or_nothing: bool, limits_
     memory_hit = outcome.oom_kills > 0 or bool((report or {}).get("memory_error"))
 
     if report is None:
-        if not outcome.judge_started and outcome.killed is None:
+        if outcome.sandbox_died and outcome.oom_kills == 0:
+            msg = f"the sandbox failed during the run ({outcome.sandbox_died}); retry the item"
+            return Result.failed(item_id, ErrorCode.INTERNAL, msg, **clean_text({**details, "verdict": "sandbox_error"}))
+        if not outcome.judge_started and outcome.killed is None and not outcome.oom_kills:
             stderr = _text(outcome.stderr_tail).strip()
             msg = f"the sandbox failed to start (exit status {outcome.exit_code}): {stderr[-500:] or 'no output'}"
             return Result.failed(item_id, ErrorCode.INTERNAL, msg, **clean_text({**details, "verdict": "sandbox_error"}))
@@ -66,6 +72,7 @@ def make_result(item_id: str, outcome: RunOutcome, all_or_nothing: bool, limits_
         return Result.failed(item_id, ErrorCode.INVALID_ITEM, str(report.get("error", "the tests don't run")),
                              **clean_text(details))
     if status == "judge_error":
+        log.error("code judge failed on item %r: %s", item_id, str(report.get("error", ""))[-3000:])
         return Result.failed(item_id, ErrorCode.INTERNAL, "the judge failed: " + str(report.get("error", ""))[-1500:],
                              **clean_text({**details, "verdict": "sandbox_error"}))
     tests = [t for t in report.get("tests") or [] if isinstance(t, dict)]

@@ -175,7 +175,13 @@ def main() -> None:
                     workdir = base_workdir if isolated else str(msg.get("workdir", base_workdir))
                     sys.stdout.flush()
                     sys.stderr.flush()
-                    pid = os.fork()
+                    try:
+                        pid = os.fork()
+                    except OSError as exc:  # the slot is out of processes: this run can't start
+                        for f in fds:
+                            os.close(f)
+                        ctl.send(wire.dump_json({"done": run_id, "status": -1, "error": str(exc)}))
+                        continue
                     if pid == 0:
                         ctl.close()
                         _run_c(fds, int(msg.get("tmp_mb", 64)) << 20, bpf, isolated, workdir)
