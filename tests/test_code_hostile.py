@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -159,6 +160,13 @@ CASES: dict[str, Case] = {
         "    return [libc.unshare(0x10000000), libc.unshare(0x00020000), libc.mount(b'none', b'/usr', b'tmpfs', 0, None),\n"
         "            libc.ptrace(16, os.getppid(), 0, 0), libc.setuid(0)]\n",
         ["assert 0 in f()"], {"failed"}),
+    "privileges_left": Case(
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "class Hdr(ctypes.Structure):\n    _fields_ = [('v', ctypes.c_uint32), ('pid', ctypes.c_int)]\n"
+        "def f():\n    data = (ctypes.c_uint32 * 6)()\n    libc.capget(ctypes.byref(Hdr(0x20080522, 0)), data)\n"
+        "    nnp, mode = libc.prctl(39, 0, 0, 0, 0), libc.prctl(21, 0, 0, 0, 0)\n"
+        "    return any(data) or nnp != 1 or mode != 2 or os.getuid() == 0 or os.getpid() == 1\n",
+        ["assert f()"], {"failed"}),
     "posix_system": Case(
         f"import posix\ndef f():\n    return posix.system('echo pwned > {PLANTED[0]} && echo pwned > {PLANTED[1]}') == 0\n",
         ["assert f()"], {"failed"}),
@@ -260,3 +268,25 @@ def test_a_hostile_batch_alongside_benign_items(server: ServerProcess, client: R
     by_id = {r.id: r for r in results}
     assert all(by_id[b["id"]].score == 1.0 for b in benign)
     assert all(by_id[n].details["verdict"] in CASES[n].verdicts for n in names)
+
+
+def test_sandboxes_do_not_outlive_a_killed_server() -> None:
+    uid = UID + 50
+    marker = f"6{int(MARK, 16) % 10**7}.5"
+    with ServerProcess({"scorers": {"code": {"type": "code", "workers": 1, "sandbox_uid": uid}}}) as srv:
+        with RewardClient(srv.address) as c:
+            item = {"response": f"import os\nos.system('sleep {marker}')\n",
+                    "reference": json.dumps({"asserts": ["assert True"], "timeout_s": 60})}
+            threading.Thread(target=lambda: _ignore_errors(c.score, "code", [item]), daemon=True).start()
+            assert eventually(lambda: processes_with(marker), 30), "the program never started"
+            assert processes_of(range(uid, uid + 1))
+            srv.kill()  # SIGKILL: no graceful shutdown
+    assert eventually(lambda: not processes_of(range(uid, uid + 1)), 15), processes_of(range(uid, uid + 1))
+    assert not processes_with(marker)
+
+
+def _ignore_errors(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - the server is killed under this call on purpose
+        pass
