@@ -456,6 +456,9 @@ class Zygote:
             await asyncio.wait_for(asyncio.shield(self._ready), timeout_s)
         except asyncio.TimeoutError:
             self.why_dead = f"the sandbox did not come up within {timeout_s:.0f}s"
+        except BaseException:  # cancelled while starting: leave nothing behind
+            await self.close()
+            raise
         if self.dead or not self._ready.done():
             why = self.why_dead or "it exited"
             log_tail = self._log.tail().decode("utf-8", "replace").strip()

@@ -264,6 +264,10 @@ class CodeScorer(Scorer):
             outcome = await self.pool.run(payload, limits)
         except PoolFullError as exc:
             return Result.failed(item.id, ErrorCode.RESOURCE_EXHAUSTED, str(exc))
+        except (OSError, RuntimeError) as exc:  # a slot's sandbox could not be (re)started
+            log.error("code scorer %r: %s", self.name, exc)
+            return Result.failed(item.id, ErrorCode.INTERNAL, f"the sandbox could not run this item: {exc}",
+                                 verdict="sandbox_error")
         note = f"timeout_s={limits.timeout_s:g}, memory_mb={limits.memory_mb}, max_output_bytes={limits.max_output_bytes}"
         return make_result(item.id, outcome, options.all_or_nothing, note)
 
