@@ -680,19 +680,6 @@ def _cgroup_bytes(memory_mb: int, tmp_mb: int) -> int:
     return (memory_mb + tmp_mb + 256) * _MB
 
 
-async def run_sandboxed(settings: SandboxSettings, slot: Slot, payload: dict[str, Any],
-                        limits: RunLimits) -> RunOutcome:
-    """Start a slot's sandbox, run one payload, tear it down (the scorer's start-up probe)."""
-    if slot.cgroup is not None:
-        slot.cgroup.prepare(_cgroup_bytes(limits.memory_mb, limits.tmp_mb), limits.max_processes + 8)
-    zygote = Zygote(settings, slot, limits.tail_bytes)
-    await zygote.start()
-    try:
-        return await zygote.run(payload, limits)
-    finally:
-        await zygote.close()
-
-
 def _read_report(data: bytes, nonce: str, outcome: RunOutcome) -> None:
     import json
 
@@ -739,7 +726,7 @@ def log_unsafe(name: str) -> None:
                 "and change this machine. Use it only for trusted code on a local machine.", name)
 
 
-__all__ = ["SandboxSettings", "RunLimits", "Slot", "RunOutcome", "SlotCgroup", "Zygote", "run_sandboxed",
+__all__ = ["SandboxSettings", "RunLimits", "Slot", "RunOutcome", "SlotCgroup", "Zygote",
            "kill_slot", "remove_stale_cgroups",
            "build_command", "install_judge", "python_binds", "cgroups_available", "process_uids_alive",
            "log_unsafe"]
