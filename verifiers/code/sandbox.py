@@ -220,7 +220,8 @@ def install_judge(python: str) -> str:
     The sandbox's unprivileged uid must be able to read it, and the package may live where it can't
     (e.g. under /root); compiled once here, each run skips compiling the judge.
     """
-    target = tempfile.mkdtemp(prefix="rewardsvc-judge-")
+    _remove_stale_judges()
+    target = tempfile.mkdtemp(prefix=f"rewardsvc-judge-{os.getpid()}-")
     os.chmod(target, 0o755)
     for src in JUDGE_SOURCES.glob("*.py"):
         dst = Path(target) / src.name
@@ -234,6 +235,14 @@ def install_judge(python: str) -> str:
         for f in files:
             os.chmod(os.path.join(root, f), 0o644)
     return target
+
+
+def _remove_stale_judges() -> None:
+    """Judge copies left by services that died (named `rewardsvc-judge-<pid>-...`)."""
+    for d in Path(tempfile.gettempdir()).glob("rewardsvc-judge-*"):
+        owner = d.name[len("rewardsvc-judge-"):].split("-", 1)[0]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def python_binds(python: str) -> list[str]:
