@@ -17,7 +17,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "verifiers" / "code" / "judge"))
 
-import judge  # noqa: E402
+import link  # noqa: E402
+import program  # noqa: E402
 import wire  # noqa: E402
 
 PLAIN = (int, float, str, bool, type(None), list, tuple, dict, set, frozenset, bytes, bytearray, complex)
@@ -96,35 +97,35 @@ def test_decoder_rejects_malformed_or_hostile_frames(frame: bytes | str) -> None
 
 
 def test_remote_objects_compare_by_identity_only() -> None:
-    link = object.__new__(judge.Link)
-    a = judge.Remote(link, 1, "E", False)
-    b = judge.Remote(link, 2, "E", False)
+    owner = object.__new__(link.Link)
+    a = link.Remote(owner, 1, "E", False)
+    b = link.Remote(owner, 2, "E", False)
     assert a == a and a != b and not (a == 1) and not (1 == a) and a != "anything"
     assert {a: 1}[a] == 1 and hash(a) != hash(b)
 
 
 def test_compose_program_humaneval_completion_and_full_definition() -> None:
     prompt = "from typing import List\n\ndef f(xs: List[int]) -> int:\n    \"\"\"doc\"\"\"\n"
-    assert judge.compose_program(prompt, "    return sum(xs)\n", "f") == prompt + "    return sum(xs)\n"
+    assert program.compose_program(prompt, "    return sum(xs)\n", "f") == prompt + "    return sum(xs)\n"
     full = "def f(xs):\n    return len(xs)\n"
-    program = judge.compose_program(prompt, full, "f")
-    assert program.startswith("from typing import List") and program.endswith(full)
+    source = program.compose_program(prompt, full, "f")
+    assert source.startswith("from typing import List") and source.endswith(full)
     # A chat-style prompt is not Python: the response stands alone.
-    assert judge.compose_program("Write f, please.", full, "f") == full
+    assert program.compose_program("Write f, please.", full, "f") == full
 
 
 def test_defines_sees_defs_assignments_and_imports() -> None:
-    assert judge.defines("def g(): pass\ndef f(): pass", "f")
-    assert judge.defines("f = lambda: 1", "f")
-    assert judge.defines("from math import sqrt as f", "f")
-    assert not judge.defines("def g():\n    def f(): pass", "f")
-    assert judge.defines("def f(:\n  broken", "f")  # unparsable: a regex decides
+    assert program.defines("def g(): pass\ndef f(): pass", "f")
+    assert program.defines("f = lambda: 1", "f")
+    assert program.defines("from math import sqrt as f", "f")
+    assert not program.defines("def g():\n    def f(): pass", "f")
+    assert program.defines("def f(:\n  broken", "f")  # unparsable: a regex decides
 
 
 def run_split(test_source: str, candidate: Any) -> tuple[list[str], list[tuple[bool, str | None]]]:
-    tree = judge._parse(test_source, "test.py")
-    names = judge.split_check(tree, test_source)
-    recorder = judge.Recorder(names)
+    tree = program._parse(test_source, "test.py")
+    names = program.split_check(tree, test_source)
+    recorder = program.Recorder(names)
     ns: dict[str, Any] = {"__judge__": recorder}
     exec(compile(tree, "test.py", "exec"), ns)
     ns["check"](candidate)
@@ -150,12 +151,12 @@ def test_split_check_records_each_assert_and_keeps_going_after_a_failure() -> No
 
 
 def test_split_check_without_asserts_leaves_check_whole() -> None:
-    tree = judge._parse("def check(c):\n    helper(c)\n", "test.py")
-    assert judge.split_check(tree, "def check(c):\n    helper(c)\n") == []
+    tree = program._parse("def check(c):\n    helper(c)\n", "test.py")
+    assert program.split_check(tree, "def check(c):\n    helper(c)\n") == []
 
 
 def test_referenced_and_prompt_names() -> None:
-    tree = judge._parse("def check(candidate):\n    assert math.fabs(poly(xs, candidate(xs))) < 1\n")
-    assert {"math", "poly", "candidate", "xs"} <= judge._referenced_names(tree)
-    assert judge._top_level_names("import math\ndef poly(xs, x): pass\nK = 1\n") == {"math", "poly", "K"}
-    assert judge._top_level_names("Not Python at all.") == set()
+    tree = program._parse("def check(candidate):\n    assert math.fabs(poly(xs, candidate(xs))) < 1\n")
+    assert {"math", "poly", "candidate", "xs"} <= program._referenced_names(tree)
+    assert program._top_level_names("import math\ndef poly(xs, x): pass\nK = 1\n") == {"math", "poly", "K"}
+    assert program._top_level_names("Not Python at all.") == set()
