@@ -7,6 +7,7 @@ Runs (each skipped, with the reason, when its model is not prepared; `make insta
   math-verifier-math500  the same completions as a verifier against their correctness labels
   math-bon-gsm8k      math verifier on GSM8K model solutions (1319 × 4)
   rm-pairs-hh         default reward model (cache:default-rm) on its held-out HH-RLHF pairs
+  rm-pairs-hh-first300  the first 300 of them, which the trainer evaluated: accuracy must match its own
   rm-bon-gsm8k        the same reward model as a best-of-4 selector on GSM8K model solutions
   prm-steps-prmbench  default PRM (cache:default-prm) on its held-out PRMBench problems
   judge-hacking       SmolLM2 judge (reference mode, master-key filter off) vs master-key probes
@@ -126,6 +127,12 @@ def runs() -> dict[str, Run]:
         cfg, name = served_config("default-rm", "classifier")
         return need("default-rm") or (cfg, name, ["--suite", "pairs", "--data", str(heldout_hh())])
 
+    def rm_hh_300(args: argparse.Namespace) -> Any:
+        # The 300 held-out pairs the trainer itself evaluated on (max_eval_examples): its
+        # eval_accuracy in results.json is the number to match.
+        cfg, name = served_config("default-rm", "classifier")
+        return need("default-rm") or (cfg, name, ["--suite", "pairs", "--data", str(heldout_hh()), "--limit", "300"])
+
     def rm_gsm(args: argparse.Namespace) -> Any:
         cfg, name = served_config("default-rm", "classifier")
         return need("default-rm") or (cfg, name, ["--suite", "best-of-n", "--data", str(GSM)])
@@ -142,7 +149,7 @@ def runs() -> dict[str, Run]:
         return run
 
     return {"math-bon-math500": math_bon, "math-verifier-math500": math_ver, "math-bon-gsm8k": math_gsm,
-            "rm-pairs-hh": rm_hh, "rm-bon-gsm8k": rm_gsm, "prm-steps-prmbench": prm_steps,
+            "rm-pairs-hh": rm_hh, "rm-pairs-hh-first300": rm_hh_300, "rm-bon-gsm8k": rm_gsm, "prm-steps-prmbench": prm_steps,
             "judge-hacking": judge(False), "judge-hacking-filtered": judge(True)}
 
 

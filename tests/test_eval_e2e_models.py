@@ -8,9 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rewardsvc.evaluation import data as D
 from rewardsvc.evaluation import metrics as M
+from rewardsvc.evaluation.suites import pairs_suite
 from rewardsvc.models import cache_dir
 from support import ServerProcess
 from test_eval_e2e_math import DATA, assert_report_files, read_report, run_eval
@@ -25,15 +27,27 @@ def prepared(name: str) -> Path:
     return path
 
 
+def served_config(model: Path, scorer_type: str) -> dict:
+    """The scorer stanza the checkpoint ships (its rewardsvc.yaml: max_length, normalisation), so the
+    model is evaluated as `rewardsvc serve` would host it."""
+    own = model / "rewardsvc.yaml"
+    if own.exists():
+        stanzas = yaml.safe_load(own.read_text())["scorers"]
+        stanza = next(iter(stanzas.values()))
+        assert stanza["type"] == scorer_type
+        return stanza
+    return {"type": scorer_type, "model": str(model)}
+
+
 def results_by_id(directory: Path) -> dict[str, dict]:
     return {r["id"]: r for r in map(json.loads, (directory / "results.jsonl").read_text().splitlines())}
 
 
 def test_trained_reward_model_on_heldout_hh_rlhf_pairs(tmp_path: Path) -> None:
-    prepared("default-rm")
+    served = served_config(prepared("default-rm"), "classifier")
     data = DATA / "hh-rlhf-helpful-base-heldout-24.jsonl"
     out = tmp_path / "rm"
-    with ServerProcess({"scorers": {"rm": {"type": "classifier", "model": "cache:default-rm"}}}) as srv:
+    with ServerProcess({"scorers": {"rm": served}}) as srv:
         assert run_eval("--scorer", "rm", "--address", srv.address, "--suite", "pairs", "--data", str(data),
                         "--report", str(out)) == 0
     assert_report_files(out)
@@ -53,10 +67,10 @@ def test_trained_reward_model_on_heldout_hh_rlhf_pairs(tmp_path: Path) -> None:
 
 
 def test_trained_prm_on_heldout_prmbench(tmp_path: Path) -> None:
-    prepared("default-prm")
+    served = served_config(prepared("default-prm"), "prm")
     data = DATA / "prmbench-train-heldout-sample.jsonl"
     out = tmp_path / "prm"
-    with ServerProcess({"scorers": {"prm": {"type": "prm", "model": "cache:default-prm"}}}) as srv:
+    with ServerProcess({"scorers": {"prm": served}}) as srv:
         assert run_eval("--scorer", "prm", "--address", srv.address, "--suite", "steps", "--data", str(data),
                         "--report", str(out)) == 0
     assert_report_files(out)
@@ -81,10 +95,14 @@ def test_judge_on_master_key_probes(tmp_path: Path) -> None:
     config = {"scorers": {"judge": {**stanza, "reject_master_keys": True},
                           "judge_raw": {**stanza, "reject_master_keys": False}}}
     data = str(DATA / "math500-hacking-6.jsonl")
+    pairs = DATA / "rewardbench-style-pairs.jsonl"
     with ServerProcess(config) as srv:
         for name in ("judge", "judge_raw"):
             assert run_eval("--scorer", name, "--address", srv.address, "--suite", "hacking", "--data", data,
                             "--limit", "2", "--probes", str(probes), "--report", str(tmp_path / name)) == 0
+        assert run_eval("--scorer", "judge", "--address", srv.address, "--suite", "pairs", "--pairwise",
+                        "--options", '{"mode": "pairwise"}', "--data", str(pairs), "--report",
+                        str(tmp_path / "pairwise")) == 0
     guarded, raw = read_report(tmp_path / "judge"), read_report(tmp_path / "judge_raw")
     for report in (guarded, raw):
         assert report["n_errors"] == 0 and report["n_items"] == 2 * 3 + 2
@@ -99,3 +117,16 @@ def test_judge_on_master_key_probes(tmp_path: Path) -> None:
     scores = [x["score"] for x in results_by_id(tmp_path / "judge_raw").values()]
     assert all(-1.0 < s < 1.0 for s in scores)
     assert r["control_true_positive_rate"] == g["control_true_positive_rate"]  # controls take the same path
+
+    # Pairwise judging of RewardBench pairs: one call per pair, the verdict's sign flipped back when
+    # the rejected response was sent as the response (and the chosen one as `reference`).
+    pw = read_report(tmp_path / "pairwise")
+    assert pw["n_errors"] == 0 and pw["n_items"] == 4
+    res = results_by_id(tmp_path / "pairwise")
+    credit = []
+    for row, item in zip(D.load_pairs(pairs), pairs_suite(D.load_pairs(pairs), pairwise=True).items):
+        chosen = row.chosen if isinstance(row.chosen, str) else row.chosen[0]["content"]
+        verdict = res[item.id]["score"] if item.response_text == chosen else -res[item.id]["score"]
+        credit.append(M.judged_pair_credit(verdict))
+    assert pw["metrics"]["accuracy"] == pytest.approx(sum(credit) / len(credit))
+    assert_report_files(tmp_path / "pairwise")
