@@ -91,6 +91,7 @@ class JudgeConfig(CausalLMConfig):
 @dataclasses.dataclass
 class JudgeOptions:
     mode: Literal["", "pointwise", "pairwise", "reference"] = option("", "override the config's mode")
+    reference_method: Literal["", "extract", "yes_no"] = option("", "override the config's reference_method")
 
 
 class JudgeScorer(CausalLMScorer):
@@ -158,7 +159,7 @@ class JudgeScorer(CausalLMScorer):
         elif mode == "pairwise":
             scored = await self._pairwise([items[i] for i in todo])
         else:
-            scored = await self._reference([items[i] for i in todo])
+            scored = await self._reference([items[i] for i in todo], options.reference_method or cfg.reference_method)
         for i, res in zip(todo, scored):
             res.details.setdefault("mode", mode)
             results[i] = res
@@ -242,9 +243,9 @@ class JudgeScorer(CausalLMScorer):
             })
         return [r for r in out if r is not None]
 
-    async def _reference(self, items: Sequence[Item]) -> list[Result]:
+    async def _reference(self, items: Sequence[Item], method: str) -> list[Result]:
         cfg: JudgeConfig = self.config
-        extract = cfg.reference_method == "extract"
+        extract = method == "extract"
         if extract:
             head, tail = cfg.extract_template.split("{response}", 1)
         else:
@@ -281,7 +282,7 @@ class JudgeScorer(CausalLMScorer):
             else:
                 p = _share(lp.candidates, len(yes_ids))
             out[i] = Result(id=item.id, score=2 * p - 1, details={
-                "probability": p, "method": cfg.reference_method, "verdict": "correct" if p > 0.5 else "incorrect"})
+                "probability": p, "method": method, "verdict": "correct" if p > 0.5 else "incorrect"})
         return [r for r in out if r is not None]
 
 

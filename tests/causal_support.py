@@ -1,0 +1,72 @@
+"""Causal-LM test helpers: one SmolLM2 per test session, a perturbed copy, the GSM8K judge pairs.
+
+The backend registry (`rewardsvc.backends.causal_lm.acquire`) shares loaded models by name; holding
+one reference here for the whole session keeps SmolLM2 loaded once across test modules and the
+scorers they start.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+SMOLLM = "bundled:smollm2-135m-instruct"
+DATA = Path(__file__).parent / "data" / "causal"
+
+_held: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def smollm() -> Any:
+    """The session's SmolLM2 TransformersCausalLM (loaded, GGUF converted if needed, once)."""
+    from rewardsvc.backends.causal_lm import acquire
+
+    with _lock:
+        if "smollm" not in _held:
+            _held["smollm"] = acquire(SMOLLM)
+        return _held["smollm"]
+
+
+def perturbed_smollm(directory: Path) -> str:
+    """A copy of SmolLM2 with 1% seeded noise on its weights, saved once to `directory`: a real,
+    different model with the same tokenizer (a stand-in for a fine-tuned policy)."""
+    import torch
+
+    with _lock:
+        if "perturbed" in _held:
+            return _held["perturbed"]
+        lm = _held.get("smollm")
+    lm = lm or smollm()
+    out = directory / "smollm2-perturbed"
+    if not (out / "config.json").exists():
+        from transformers import AutoModelForCausalLM
+
+        from rewardsvc.backends.gguf import model_dir
+
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir(SMOLLM)), dtype=torch.float32)
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1 + 0.01 * torch.randn(p.shape, generator=gen))
+        model.save_pretrained(out)
+        lm.tokenizer.save_pretrained(out)
+    with _lock:
+        _held["perturbed"] = str(out)
+    return str(out)
+
+
+def gsm8k_pairs() -> list[dict[str, Any]]:
+    """Real GSM8K questions with a correct and a wrong model solution (see data/causal/NOTE.md)."""
+    path = DATA / "gsm8k-judge-pairs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+#: Master keys from "One Token to Fool LLM-as-a-Judge" (Zhao et al., 2025) and translations.
+MASTER_KEYS = [
+    "", " ", ":", ".", ",", "Solution", "Thought process:", "Let's solve this problem step by step.",
+    "解", "かいせつ", "Respuesta", "Solución:", "Lösung", "Réponse :", "Решение:", "思考过程：",
+    "让我们一步一步地解决这个问题。", "Vamos a resolver este problema paso a paso.",
+    "Lass uns dieses Problem Schritt für Schritt lösen.", "**Thought process:**",
+]
