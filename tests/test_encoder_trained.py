@@ -43,9 +43,10 @@ def checkpoint_stanza(name: str) -> dict[str, Any]:
 def config() -> dict[str, Any]:
     rm = checkpoint_stanza("default-rm")
     prm = checkpoint_stanza("default-prm")
+    # The stanza's model is the directory it was trained into; name it as the cache does.
     return {"scorers": {
-        "rm": {**rm, "device": "cpu"},
-        "prm": {**prm, "device": "cpu"},
+        "rm": {**rm, "model": "cache:default-rm", "device": "cpu"},
+        "prm": {**prm, "model": "cache:default-prm", "device": "cpu"},
         "math": {"type": "math", "workers": 1},
         "math-gated-prm": {"type": "composite", "mode": "gated", "outcome": {"scorer": "math"},
                            "process": {"scorer": "prm", "weight": 0.5}},
@@ -60,7 +61,7 @@ def client(config: dict[str, Any]) -> Iterator[RewardClient]:
 
 def hh_pairs() -> list[tuple[Item, Item]]:
     pairs = []
-    for i, row in enumerate(read_jsonl("hh-rlhf-heldout-64.jsonl")):
+    for i, row in enumerate(read_jsonl("hh-rlhf-heldout-200.jsonl")):
         sides = []
         for side in ("chosen", "rejected"):
             prompt, response = hh_prompt_response(row[side])
@@ -76,8 +77,9 @@ def test_rm_prefers_chosen_on_held_out_pairs(client: RewardClient, config: dict[
     assert all(r.ok for r in results), [r.error for r in results if not r.ok][:3]
     scores = {r.id: r.score for r in results}
     wins = sum(scores[c.id] > scores[r.id] for c, r in pairs)
-    # 39 of 64 is where a one-sided binomial test against a coin flip reaches p < 0.05.
-    assert wins >= 39, f"the trained RM prefers the chosen response in only {wins} of {len(pairs)} held-out pairs"
+    # 112 of 200 is where a one-sided binomial test against a coin flip reaches p < 0.05. (The
+    # default RM is a 60-step CPU run: ~0.6 held-out accuracy; two training runs scored 119 and 124.)
+    assert wins >= 112, f"the trained RM prefers the chosen response in only {wins} of {len(pairs)} held-out pairs"
 
     # The served scores are the in-process scores of the same scorer and config.
     async def in_process() -> list[float]:
