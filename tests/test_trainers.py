@@ -91,6 +91,10 @@ def test_process_metrics_follow_processbench_and_prmbench_formulas() -> None:
     assert m["eval_step_f1_neg"] == pytest.approx(2 * 2 / (2 * 2 + 2 + 0))
     assert m["eval_prm_score"] == pytest.approx((m["eval_step_f1"] + m["eval_step_f1_neg"]) / 2)
     assert first_error([True, True]) == -1 and first_error([True, False, False]) == 1
+    # wrong steps score 0.2 (#2) and 0.2 (#3); of the 9 correct ones only #2's last (0.1) is below them
+    assert m["eval_step_auroc"] == pytest.approx(16 / 18)
+    # weakest steps: correct solutions 0.7, 0.9; erroneous 0.1, 0.2
+    assert m["eval_solution_auroc"] == 1.0
 
 
 def test_prmbench_rows_give_an_all_correct_and_a_labelled_solution() -> None:

@@ -127,6 +127,10 @@ def is_hh_row(row: dict[str, Any]) -> bool:
 # ---- step-labelled solutions (PRM) -------------------------------------------------------------
 
 
+class InconsistentRowError(ValueError):
+    """A row whose labels contradict its own content (e.g. an error step past the last step)."""
+
+
 @dataclass
 class StepExample:
     prompt: Text
@@ -143,9 +147,11 @@ def step_examples(row: dict[str, Any], where: str = "row") -> list[StepExample]:
         modified = [str(s) for s in row["modified_process"]]
         errors = {int(e) for e in row.get("error_steps") or []}
         if not errors:
-            raise ValueError(f"{where}: a PRMBench row needs non-empty 'error_steps' (1-indexed)")
+            raise InconsistentRowError(f"{where}: a PRMBench row needs non-empty 'error_steps' (1-indexed)")
         if max(errors) > len(modified) or min(errors) < 1:
-            raise ValueError(f"{where}: error_steps {sorted(errors)} out of range for {len(modified)} steps")
+            # 57 of the 3203 PRMBench train rows are like this: their labels can't be trusted.
+            raise InconsistentRowError(
+                f"{where}: error_steps {sorted(errors)} out of range for {len(modified)} steps")
         q_orig = row.get("original_question") or row.get("question") or ""
         q_mod = row.get("modified_question") or q_orig
         return [

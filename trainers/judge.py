@@ -16,12 +16,13 @@ yes/no); otherwise pointwise (verdict a 1-10 rating).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from trainers.data import JudgeExample, judge_example, read_files, split_rows
+from trainers.data import JudgeExample, judge_example
 from trainers.loop import Task, TrainConfig, Trainer, _f
 
 _YES = {"yes", "true", "correct", "1", "y"}
@@ -192,15 +193,8 @@ class JudgeTask(Task):
 
     def prepare(self) -> None:
         cfg = self.config
-        rows = read_files(cfg.train_file)
-        if cfg.eval_file:
-            train_rows, eval_rows = rows, read_files(cfg.eval_file)
-        else:
-            train_rows, eval_rows = split_rows(rows, cfg.eval_fraction, cfg.split_seed)
-        if cfg.max_train_examples:
-            train_rows = train_rows[: cfg.max_train_examples]
-        if cfg.max_eval_examples:
-            eval_rows = eval_rows[: cfg.max_eval_examples]
+        # Responses to one prompt stay on one side of the split: the held-out prompts are unseen.
+        train_rows, eval_rows = self.read_split(key=lambda r: json.dumps(r.get("prompt"), sort_keys=True))
         prompts = JudgePrompts(self.tokenizer, cfg)
         self.train = [e for i, r in enumerate(train_rows)
                       for e in encode_judge_examples(prompts, judge_example(r, f"train[{i}]"), cfg.max_length,

@@ -53,8 +53,8 @@ class TrainConfig:
     eval_file: str = _f("", "held-out JSONL; empty = hold out eval_fraction of train_file with split_seed")
     eval_fraction: float = _f(0.1, "share of train_file held out when eval_file is empty")
     split_seed: int = _f(0, "seed of the train/held-out split")
-    max_train_examples: int = _f(0, "use at most this many training examples (0 = all)")
-    max_eval_examples: int = _f(0, "evaluate on at most this many held-out examples (0 = all)")
+    max_train_examples: int = _f(0, "train on a seeded sample of this many rows (0 = all)")
+    max_eval_examples: int = _f(0, "evaluate on the first this many held-out rows (0 = all)")
     max_length: int = _f(512, "tokens per sequence; longer inputs lose the start of the prompt")
     batch_size: int = _f(8, "examples per micro-batch per device")
     gradient_accumulation_steps: int = _f(1, "micro-batches per optimiser step")
@@ -97,6 +97,24 @@ class Task(abc.ABC):
         self.tokenizer: Any = None
         self.train: list[Any] = []
         self.eval: list[Any] = []
+
+    def read_split(self, key: Any = None) -> tuple[list[Any], list[Any]]:
+        """(train rows, held-out rows): eval_file, else the fixed-seed split of train_file (groups
+        `key(row)` kept on one side); max_train_examples is a seeded sample, max_eval_examples a head."""
+        from trainers.data import read_files, split_rows
+
+        cfg = self.config
+        rows = read_files(cfg.train_file)
+        if cfg.eval_file:
+            train_rows, eval_rows = rows, read_files(cfg.eval_file)
+        else:
+            train_rows, eval_rows = split_rows(rows, cfg.eval_fraction, cfg.split_seed, key=key)
+        if 0 < cfg.max_train_examples < len(train_rows):
+            keep = sorted(random.Random(cfg.split_seed).sample(range(len(train_rows)), cfg.max_train_examples))
+            train_rows = [train_rows[i] for i in keep]
+        if cfg.max_eval_examples:
+            eval_rows = eval_rows[: cfg.max_eval_examples]
+        return train_rows, eval_rows
 
     @abc.abstractmethod
     def load_model(self, path: Path) -> Any:

@@ -13,13 +13,16 @@ p(correct) < threshold (or -1 for none), F1 = 2·acc_err·acc_corr / (acc_err + 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from trainers.data import StepExample, first_error, read_files, split_rows, step_examples
+from trainers.data import InconsistentRowError, StepExample, first_error, step_examples
 from trainers.loop import Task, TrainConfig, Trainer, _f
 from trainers.rm import pad_batch
+
+log = logging.getLogger("trainers")
 
 LABEL_NAMES = {0: "wrong", 1: "correct"}
 
@@ -29,6 +32,9 @@ class PRMConfig(TrainConfig):
     max_length: int = _f(512, "tokens per solution; steps that don't fit are dropped from the end")
     step_separator: str = _f("\n", "appended after each step; the label sits on its last token")
     error_weight: float = _f(1.0, "loss weight of wrong-step labels (>1 counters the many correct steps)")
+    wrong_after_first_error: bool = _f(
+        False, "train every step from the first wrong one on as wrong (Math-Shepherd's prefix view: the "
+        "solution is broken from there); evaluation always uses the labels as given")
     threshold: float = _f(0.5, "a step with p(correct) below this counts as wrong in evaluation")
     eval_batch_tokens: int = _f(16384, "token budget of one evaluation forward")
     scorer_name: str = _f("prm", "name of the prm scorer in the written rewardsvc.yaml")
@@ -55,7 +61,11 @@ def encode_step_example(tokenizer: Any, ex: StepExample, separator: str, max_len
         except InputTooLongError:
             return None
 
-    full = attempt(len(ex.steps))
+    try:
+        full = attempt(len(ex.steps))
+    except ValueError as exc:  # e.g. a step that tokenises to nothing: the scorer would refuse it too
+        log.debug("skipping a solution: %s", exc)
+        return None
     if full is not None and full.truncated_tokens == 0:
         return EncodedSteps(full.ids, full.positions, list(ex.labels))
     # Largest n whose encoding keeps the whole prompt; failing that, the largest that fits at all.
@@ -97,6 +107,10 @@ def process_metrics(probs: Sequence[Sequence[float]], labels: Sequence[Sequence[
     def f1(t: int, f_p: int, f_n: int) -> float:
         return 2 * t / (2 * t + f_p + f_n) if t else 0.0
 
+    step_pos = [x for p, y in zip(probs, labels) for x, ok in zip(p, y) if ok]
+    step_neg = [x for p, y in zip(probs, labels) for x, ok in zip(p, y) if not ok]
+    sol_pos = [min(p) for p, y in zip(probs, labels) if p and all(y)]
+    sol_neg = [min(p) for p, y in zip(probs, labels) if p and not all(y)]
     f1_pos, f1_neg = f1(tp, fp, fn), f1(tn, fn, fp)
     acc_err = err_hit / err_n if err_n else 0.0
     acc_corr = corr_hit / corr_n if corr_n else 0.0
@@ -108,9 +122,25 @@ def process_metrics(probs: Sequence[Sequence[float]], labels: Sequence[Sequence[
         "eval_first_error_acc_err": acc_err,
         "eval_first_error_acc_corr": acc_corr,
         "eval_first_error_f1": 2 * acc_err * acc_corr / (acc_err + acc_corr) if acc_err + acc_corr else 0.0,
+        # Threshold-free: how well p(correct) ranks correct steps above wrong ones, and all-correct
+        # solutions above erroneous ones by their weakest step.
+        "eval_step_auroc": auroc(step_pos, step_neg),
+        "eval_solution_auroc": auroc(sol_pos, sol_neg),
         "eval_solutions_with_error": err_n,
         "eval_solutions_correct": corr_n,
     }
+
+
+def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float:
+    """P(a positive scores above a negative), ties counting half; 0.5 when a side is empty."""
+    import bisect
+
+    if not positives or not negatives:
+        return 0.5
+    neg = sorted(negatives)
+    wins = sum(bisect.bisect_left(neg, x) + 0.5 * (bisect.bisect_right(neg, x) - bisect.bisect_left(neg, x))
+               for x in positives)
+    return wins / (len(positives) * len(negatives))
 
 
 def step_probabilities(model: Any, examples: Sequence[EncodedSteps], pad_id: int, device: str,
@@ -159,32 +189,35 @@ class PRMTask(Task):
         model.config.pad_token_id = self.tokenizer.pad_token_id
         return model
 
-    def _encode(self, rows: list[dict[str, Any]], name: str) -> list[EncodedSteps]:
+    def _encode(self, rows: list[dict[str, Any]], name: str, train: bool = False) -> list[EncodedSteps]:
         cfg = self.config
         out = []
+        skipped: list[str] = []
         for i, r in enumerate(rows):
-            for ex in step_examples(r, f"{name}[{i}]"):
+            try:
+                examples = step_examples(r, f"{name}[{i}]")
+            except InconsistentRowError as exc:
+                skipped.append(str(exc))
+                continue
+            for ex in examples:
+                if train and cfg.wrong_after_first_error and first_error(ex.labels) >= 0:
+                    cut = first_error(ex.labels)
+                    ex.labels = [i < cut for i in range(len(ex.labels))]
                 enc = encode_step_example(self.tokenizer, ex, cfg.step_separator, cfg.max_length)
                 if enc is not None:
                     out.append(enc)
+        if skipped:
+            log.warning("%s: skipped %d of %d rows with inconsistent labels, e.g. %s", name, len(skipped), len(rows),
+                        skipped[0])
         return out
 
     def prepare(self) -> None:
-        cfg = self.config
-        rows = read_files(cfg.train_file)
-        if cfg.eval_file:
-            train_rows, eval_rows = rows, read_files(cfg.eval_file)
-        else:
-            # Split by problem so a solution's original and modified versions stay on one side.
-            def group(r: dict[str, Any]) -> str:
-                return str(r.get("idx") or r.get("original_question") or r.get("prompt") or id(r))
+        # Split by problem so a solution's original and modified versions stay on one side.
+        def group(r: dict[str, Any]) -> str:
+            return str(r.get("idx") or r.get("original_question") or r.get("prompt") or id(r))
 
-            train_rows, eval_rows = split_rows(rows, cfg.eval_fraction, cfg.split_seed, key=group)
-        if cfg.max_train_examples:
-            train_rows = train_rows[: cfg.max_train_examples]
-        if cfg.max_eval_examples:
-            eval_rows = eval_rows[: cfg.max_eval_examples]
-        self.train = self._encode(train_rows, "train")
+        train_rows, eval_rows = self.read_split(key=group)
+        self.train = self._encode(train_rows, "train", train=True)
         # First-error evaluation is about whole solutions: those that don't fit are left out (counted).
         encoded = self._encode(eval_rows, "eval")
         self.eval = [e for e in encoded if not e.dropped_steps]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from trainers.data import Pair, preference_pair, read_files, split_rows
+from trainers.data import Pair, preference_pair
 from trainers.loop import Task, TrainConfig, Trainer, _f
 
 
@@ -123,16 +123,7 @@ class RMTask(Task):
                 for i, r in enumerate(rows)]
 
     def prepare(self) -> None:
-        cfg = self.config
-        rows = read_files(cfg.train_file)
-        if cfg.eval_file:
-            train_rows, eval_rows = rows, read_files(cfg.eval_file)
-        else:
-            train_rows, eval_rows = split_rows(rows, cfg.eval_fraction, cfg.split_seed)
-        if cfg.max_train_examples:
-            train_rows = train_rows[: cfg.max_train_examples]
-        if cfg.max_eval_examples:
-            eval_rows = eval_rows[: cfg.max_eval_examples]
+        train_rows, eval_rows = self.read_split()
         self.train = self._pairs(train_rows, "train")
         self.eval = self._pairs(eval_rows, "eval")
 
