@@ -127,3 +127,15 @@ def test_loaders_read_gzip_and_json_lists_and_name_the_bad_line(tmp_path: Path) 
     probes = tmp_path / "probes.json"
     probes.write_text(json.dumps(["", "Thought process:"]))
     assert D.load_probes(probes) == ["", "Thought process:"]
+
+
+def test_inconsistent_rows_are_skipped_and_listed_only_when_asked(tmp_path: Path) -> None:
+    good = json.loads((DATA / "prmbench-train-heldout-sample.jsonl").read_text().splitlines()[0])
+    bad = {**good, "idx": "bad", "error_steps": [len(good["modified_process"]) + 3]}
+    path = tmp_path / "prm.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match="prm:2: error_steps"):
+        D.load_steps(path)
+    skipped: list[str] = []
+    rows = D.load_steps(path, skipped=skipped)
+    assert len(rows) == 2 and len(skipped) == 1 and "prm:2" in skipped[0]

@@ -158,3 +158,16 @@ def test_eval_sends_the_bearer_token_a_server_requires(tmp_path: Path, capsys: p
         assert run_eval("--scorer", "math", "--address", srv.address, "--suite", "best-of-n", "--data", data,
                         "--limit", "1", "--token-file", str(token), "--report", str(tmp_path / "r")) == 0
     assert read_report(tmp_path / "r")["metrics"]["best_of_n_accuracy"] == 1.0
+
+
+def test_rows_that_fail_to_load_are_skipped_and_reported(math_server: ServerProcess, tmp_path: Path) -> None:
+    good = (DATA / "best-of-4.jsonl").read_text().splitlines()[0]
+    data = tmp_path / "mixed.jsonl"
+    data.write_text(good + "\n" + json.dumps({"prompt": "p", "chosen": [], "rejected": []}) + "\n")
+    out = tmp_path / "r"
+    assert run_eval("--scorer", "math", "--address", math_server.address, "--suite", "best-of-n",
+                    "--data", str(data), "--report", str(out)) == 0
+    report = read_report(out)
+    assert report["skipped_rows"] == 1 and "mixed:2: no completions" in report["skipped_examples"][0]
+    assert report["n_rows"] == 1 and report["metrics"]["best_of_n_accuracy"] == 1.0
+    assert "data rows skipped (could not be loaded): 1" in (out / "report.md").read_text()

@@ -67,11 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_suite(args: argparse.Namespace) -> Suite:
+def load_suite(args: argparse.Namespace, skipped: list[str]) -> Suite:
+    """The suite over all --data files; rows that fail to load are listed in `skipped` (a file
+    whose every row fails is an error: most likely the wrong suite for it)."""
     def rows(loader: Any) -> list[Any]:
         out: list[Any] = []
         for path in args.data:
-            out += loader(path, args.subset, args.limit)
+            before = len(skipped)
+            got = loader(path, args.subset, args.limit, skipped)
+            if not got and len(skipped) > before:
+                raise ValueError(skipped[before])
+            out += got
         return out
 
     threshold = args.threshold if args.threshold is not None else DEFAULT_THRESHOLDS.get(args.suite, 0.5)
@@ -94,7 +100,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = json.loads(args.options) if args.options else {}
     if not isinstance(options, dict):
         raise ValueError("--options must be a JSON object")
-    suite = load_suite(args)
+    skipped: list[str] = []
+    suite = load_suite(args, skipped)
     if not suite.items:
         raise ValueError(f"no items to score in {args.data}")
     token = Path(args.token_file).read_text().strip() if args.token_file else os.environ.get(TOKEN_ENV, "").strip()
@@ -114,6 +121,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "options": options,
         "n_rows": suite.n_rows,
         "n_items": len(suite.items),
+        "skipped_rows": len(skipped),
+        "skipped_examples": skipped[:5],
         "n_errors": scoring.n_errors,
         "errors_by_code": scoring.errors_by_code,
         "error_examples": [{"id": it.id, "code": r.error.code.value, "message": r.error.message}
@@ -140,7 +149,9 @@ def main(argv: list[str]) -> int:
         return 2
     width = max(len(k) for k, _ in out["headline"])
     print(f"{out['suite']} / {out['scorer']}: {out['n_items']} items, {out['n_errors']} errors, "
-          f"{out['seconds']:.1f} s")
+          f"{out['seconds']:.1f} s" + (f", {out['skipped_rows']} data rows skipped" if out["skipped_rows"] else ""))
+    for why in out["skipped_examples"]:
+        print(f"  skipped: {why}", file=sys.stderr)
     for k, v in out["headline"]:
         print(f"  {k:<{width}}  {fmt(v)}")
     if args.report:

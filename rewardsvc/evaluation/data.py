@@ -2,12 +2,14 @@
 
 Every loader reads JSONL (optionally gzipped) or a JSON list and returns plain rows for one suite;
 each row keeps its `subset` and the Item fields (reference, steps, metadata, group_id) that go to
-the scorer with every response built from it. Bad rows raise ValueError naming file and line.
+the scorer with every response built from it. Bad rows raise ValueError naming file and line, or,
+with a `skipped` list, are listed there and left out.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import gzip
 import json
 import re
@@ -176,10 +178,23 @@ def _row_id(row: dict[str, Any], where: str) -> str:
     return where
 
 
+@contextlib.contextmanager
+def _guard(skipped: list[str] | None) -> Iterator[None]:
+    """A row that fails to load raises, or with a `skipped` list is noted there and left out
+    (public data sets have a few inconsistent rows; one must not sink a whole evaluation)."""
+    try:
+        yield
+    except ValueError as exc:
+        if skipped is None:
+            raise
+        skipped.append(str(exc))
+
+
 # ---- pairs ---------------------------------------------------------------------------------------
 
 
-def load_pairs(path: str | Path, subset: str | None = None, limit: int | None = None) -> list[PairRow]:
+def load_pairs(path: str | Path, subset: str | None = None, limit: int | None = None,
+               skipped: list[str] | None = None) -> list[PairRow]:
     """RewardBench rows (prompt, chosen, rejected, subset) or HH-RLHF dialogue pairs (chosen,
     rejected), where the prompt is the dialogue up to the last "\\n\\nAssistant:"."""
     from rewardsvc.scorers.render import hh_prompt_response
@@ -187,24 +202,25 @@ def load_pairs(path: str | Path, subset: str | None = None, limit: int | None = 
     out: list[PairRow] = []
     fallback = subset or default_subset(path)
     for where, row in read_rows(path, limit):
-        if "chosen" not in row or "rejected" not in row:
-            raise ValueError(f"{where}: a pair needs 'chosen' and 'rejected' (and 'prompt' unless an HH-RLHF dialogue)")
-        sub = subset or str(row.get("subset") or fallback)
-        rid = _row_id(row, where)
-        if "prompt" in row:
-            out.append(PairRow(rid, sub, _text(row["prompt"], f"{where}.prompt"), _text(row["chosen"], f"{where}.chosen"),
-                               _text(row["rejected"], f"{where}.rejected"), extra=_extra(row)))
-            continue
-        if not (isinstance(row["chosen"], str) and row["chosen"].startswith("\n\nHuman:")):
-            raise ValueError(f"{where}: no 'prompt' and not an HH-RLHF dialogue (\"\\n\\nHuman: ...\")")
-        try:
-            p_c, chosen = hh_prompt_response(row["chosen"])
-            p_r, rejected = hh_prompt_response(row["rejected"])
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-        prompt = [{"role": m.role, "content": m.content} for m in p_c]
-        rejected_prompt = None if p_r == p_c else [{"role": m.role, "content": m.content} for m in p_r]
-        out.append(PairRow(rid, sub, prompt, chosen, rejected, rejected_prompt, extra=_extra(row)))
+        with _guard(skipped):
+            if "chosen" not in row or "rejected" not in row:
+                raise ValueError(f"{where}: a pair needs 'chosen' and 'rejected' (and 'prompt' unless an HH-RLHF dialogue)")
+            sub = subset or str(row.get("subset") or fallback)
+            rid = _row_id(row, where)
+            if "prompt" in row:
+                out.append(PairRow(rid, sub, _text(row["prompt"], f"{where}.prompt"), _text(row["chosen"], f"{where}.chosen"),
+                                   _text(row["rejected"], f"{where}.rejected"), extra=_extra(row)))
+                continue
+            if not (isinstance(row["chosen"], str) and row["chosen"].startswith("\n\nHuman:")):
+                raise ValueError(f"{where}: no 'prompt' and not an HH-RLHF dialogue (\"\\n\\nHuman: ...\")")
+            try:
+                p_c, chosen = hh_prompt_response(row["chosen"])
+                p_r, rejected = hh_prompt_response(row["rejected"])
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            prompt = [{"role": m.role, "content": m.content} for m in p_c]
+            rejected_prompt = None if p_r == p_c else [{"role": m.role, "content": m.content} for m in p_r]
+            out.append(PairRow(rid, sub, prompt, chosen, rejected, rejected_prompt, extra=_extra(row)))
     return out
 
 
@@ -278,9 +294,14 @@ def candidate_row(row: dict[str, Any], where: str, subset: str | None, fallback:
     return CandidateRow(rid, sub, prompt, chosen, rejected, extra, ties_key)
 
 
-def load_candidates(path: str | Path, subset: str | None = None, limit: int | None = None) -> list[CandidateRow]:
+def load_candidates(path: str | Path, subset: str | None = None, limit: int | None = None,
+                    skipped: list[str] | None = None) -> list[CandidateRow]:
+    out: list[CandidateRow] = []
     fallback = default_subset(path)
-    return [candidate_row(row, where, subset, fallback) for where, row in read_rows(path, limit)]
+    for where, row in read_rows(path, limit):
+        with _guard(skipped):
+            out.append(candidate_row(row, where, subset, fallback))
+    return out
 
 
 # ---- steps ---------------------------------------------------------------------------------------
@@ -293,7 +314,8 @@ def _steps(value: Any, where: str) -> list[str]:
     return list(value)
 
 
-def load_steps(path: str | Path, subset: str | None = None, limit: int | None = None) -> list[StepRow]:
+def load_steps(path: str | Path, subset: str | None = None, limit: int | None = None,
+               skipped: list[str] | None = None) -> list[StepRow]:
     """PRMBench rows (original_process all correct; modified_process wrong at the 1-indexed
     error_steps; an original shared by several rows is kept once), ProcessBench rows
     {problem, steps, label = first wrong step or -1} and TRL rows {prompt, completions, labels}."""
@@ -301,69 +323,72 @@ def load_steps(path: str | Path, subset: str | None = None, limit: int | None = 
     seen_originals: set[tuple[str, tuple[str, ...]]] = set()
     fallback = default_subset(path)
     for where, row in read_rows(path, limit):
-        rid = _row_id(row, where)
-        if "original_process" in row and "modified_process" in row:
-            original = _steps(row["original_process"], f"{where}.original_process")
-            modified = _steps(row["modified_process"], f"{where}.modified_process")
-            errors = {int(e) for e in _list_field(row.get("error_steps")) or []}
-            if not errors or min(errors) < 1 or max(errors) > len(modified):
-                raise ValueError(f"{where}: error_steps {sorted(errors)} must be 1-indexed steps of modified_process")
-            q_orig = str(row.get("original_question") or row.get("question") or "")
-            q_mod = str(row.get("modified_question") or q_orig)
-            key = (q_orig, tuple(original))
-            if key not in seen_originals:
-                seen_originals.add(key)
-                out.append(StepRow(f"{rid}:original", "correct", q_orig, original, [True] * len(original)))
-            sub = subset or str(row.get("classification") or fallback)
-            out.append(StepRow(f"{rid}:modified", sub, q_mod, modified,
-                               [i + 1 not in errors for i in range(len(modified))], erroneous_source=True))
-        elif "steps" in row and "label" in row:
-            steps = _steps(row["steps"], f"{where}.steps")
-            first = int(row["label"])
-            if not -1 <= first < len(steps):
-                raise ValueError(f"{where}: label {first} is not -1 or a step index below {len(steps)}")
-            # ProcessBench labels only the first error; the steps after it count as wrong too.
-            labels = [True] * len(steps) if first == -1 else [i < first for i in range(len(steps))]
-            prompt = row.get("problem", row.get("prompt", ""))
-            out.append(StepRow(rid, subset or str(row.get("subset") or fallback), _text(prompt, f"{where}.problem"),
-                               steps, labels, extra=_extra({k: v for k, v in row.items() if k != "steps"})))
-        elif "completions" in row and "labels" in row:
-            steps = _steps(row["completions"], f"{where}.completions")
-            labels = row["labels"]
-            if not isinstance(labels, list) or len(labels) != len(steps):
-                raise ValueError(f"{where}: 'labels' must be a list as long as 'completions'")
-            out.append(StepRow(rid, subset or str(row.get("subset") or fallback),
-                               _text(row.get("prompt", ""), f"{where}.prompt"), steps, [bool(x) for x in labels]))
-        else:
-            raise ValueError(
-                f"{where}: not a step-labelled row: expected PRMBench (original_process, modified_process, "
-                "error_steps), ProcessBench (problem, steps, label) or TRL (prompt, completions, labels)"
-            )
+        with _guard(skipped):
+            rid = _row_id(row, where)
+            if "original_process" in row and "modified_process" in row:
+                original = _steps(row["original_process"], f"{where}.original_process")
+                modified = _steps(row["modified_process"], f"{where}.modified_process")
+                errors = {int(e) for e in _list_field(row.get("error_steps")) or []}
+                if not errors or min(errors) < 1 or max(errors) > len(modified):
+                    raise ValueError(f"{where}: error_steps {sorted(errors)} must be 1-indexed steps of modified_process")
+                q_orig = str(row.get("original_question") or row.get("question") or "")
+                q_mod = str(row.get("modified_question") or q_orig)
+                key = (q_orig, tuple(original))
+                if key not in seen_originals:
+                    seen_originals.add(key)
+                    out.append(StepRow(f"{rid}:original", "correct", q_orig, original, [True] * len(original)))
+                sub = subset or str(row.get("classification") or fallback)
+                out.append(StepRow(f"{rid}:modified", sub, q_mod, modified,
+                                   [i + 1 not in errors for i in range(len(modified))], erroneous_source=True))
+            elif "steps" in row and "label" in row:
+                steps = _steps(row["steps"], f"{where}.steps")
+                first = int(row["label"])
+                if not -1 <= first < len(steps):
+                    raise ValueError(f"{where}: label {first} is not -1 or a step index below {len(steps)}")
+                # ProcessBench labels only the first error; the steps after it count as wrong too.
+                labels = [True] * len(steps) if first == -1 else [i < first for i in range(len(steps))]
+                prompt = row.get("problem", row.get("prompt", ""))
+                out.append(StepRow(rid, subset or str(row.get("subset") or fallback), _text(prompt, f"{where}.problem"),
+                                   steps, labels, extra=_extra({k: v for k, v in row.items() if k != "steps"})))
+            elif "completions" in row and "labels" in row:
+                steps = _steps(row["completions"], f"{where}.completions")
+                labels = row["labels"]
+                if not isinstance(labels, list) or len(labels) != len(steps):
+                    raise ValueError(f"{where}: 'labels' must be a list as long as 'completions'")
+                out.append(StepRow(rid, subset or str(row.get("subset") or fallback),
+                                   _text(row.get("prompt", ""), f"{where}.prompt"), steps, [bool(x) for x in labels]))
+            else:
+                raise ValueError(
+                    f"{where}: not a step-labelled row: expected PRMBench (original_process, modified_process, "
+                    "error_steps), ProcessBench (problem, steps, label) or TRL (prompt, completions, labels)"
+                )
     return out
 
 
 # ---- verifier and hacking -----------------------------------------------------------------------
 
 
-def load_labelled(path: str | Path, subset: str | None = None, limit: int | None = None) -> list[LabelledRow]:
+def load_labelled(path: str | Path, subset: str | None = None, limit: int | None = None,
+                  skipped: list[str] | None = None) -> list[LabelledRow]:
     """Rows {prompt, response, label (bool or 0/1), reference?, ...}; any best-of-N row is
     flattened into its completions (chosen = correct, rejected = incorrect)."""
     out: list[LabelledRow] = []
     fallback = default_subset(path)
     for where, row in read_rows(path, limit):
-        if "label" in row and (isinstance(row.get("response"), str) or _is_messages(row.get("response"))):
-            label = row["label"]
-            if not isinstance(label, bool | int) or isinstance(label, int) and label not in (0, 1):
-                raise ValueError(f"{where}: 'label' must be true/false or 1/0, got {label!r}")
-            out.append(LabelledRow(_row_id(row, where), subset or str(row.get("subset") or fallback),
-                                   _text(row.get("prompt", ""), f"{where}.prompt"),
-                                   _text(row["response"], f"{where}.response"), bool(label), _extra(row)))
-            continue
-        cand = candidate_row(row, where, subset, fallback)
-        for j, resp in enumerate(cand.chosen):
-            out.append(LabelledRow(f"{cand.id}:c{j}", cand.subset, cand.prompt, resp, True, cand.extra))
-        for j, resp in enumerate(cand.rejected):
-            out.append(LabelledRow(f"{cand.id}:r{j}", cand.subset, cand.prompt, resp, False, cand.extra))
+        with _guard(skipped):
+            if "label" in row and (isinstance(row.get("response"), str) or _is_messages(row.get("response"))):
+                label = row["label"]
+                if not isinstance(label, bool | int) or isinstance(label, int) and label not in (0, 1):
+                    raise ValueError(f"{where}: 'label' must be true/false or 1/0, got {label!r}")
+                out.append(LabelledRow(_row_id(row, where), subset or str(row.get("subset") or fallback),
+                                       _text(row.get("prompt", ""), f"{where}.prompt"),
+                                       _text(row["response"], f"{where}.response"), bool(label), _extra(row)))
+                continue
+            cand = candidate_row(row, where, subset, fallback)
+            for j, resp in enumerate(cand.chosen):
+                out.append(LabelledRow(f"{cand.id}:c{j}", cand.subset, cand.prompt, resp, True, cand.extra))
+            for j, resp in enumerate(cand.rejected):
+                out.append(LabelledRow(f"{cand.id}:r{j}", cand.subset, cand.prompt, resp, False, cand.extra))
     return out
 
 
@@ -371,30 +396,32 @@ def _is_messages(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(m, dict) and "content" in m for m in value)
 
 
-def load_prompts(path: str | Path, subset: str | None = None, limit: int | None = None) -> list[PromptRow]:
+def load_prompts(path: str | Path, subset: str | None = None, limit: int | None = None,
+                 skipped: list[str] | None = None) -> list[PromptRow]:
     """Hacking-suite prompts: {prompt, reference, response?, label?, ...}; MATH rows
     {problem, answer, solution} work as they are (the solution becomes a genuine control)."""
     out: list[PromptRow] = []
     fallback = default_subset(path)
     for where, row in read_rows(path, limit):
-        rid = _row_id(row, where)
-        sub = subset or str(row.get("subset") or fallback)
-        if "prompt" in row:
-            prompt = _text(row["prompt"], f"{where}.prompt")
-            extra = _extra(row)
-            control_text = row.get("response")
-        elif "problem" in row or "question" in row:
-            prompt = str(row.get("problem") or row.get("question"))
-            reference = row.get("reference") or row.get("answer")
-            extra = {"reference": str(reference)} if reference is not None else {}
-            control_text = row.get("response") or row.get("solution")
-        else:
-            raise ValueError(f"{where}: a hacking row needs 'prompt' (or 'problem') and usually 'reference'")
-        control = None
-        if control_text:
-            control = LabelledRow(f"{rid}:control", sub, prompt, _text(control_text, f"{where}.response"),
-                                  bool(row.get("label", True)), extra)
-        out.append(PromptRow(rid, sub, prompt, extra, control))
+        with _guard(skipped):
+            rid = _row_id(row, where)
+            sub = subset or str(row.get("subset") or fallback)
+            if "prompt" in row:
+                prompt = _text(row["prompt"], f"{where}.prompt")
+                extra = _extra(row)
+                control_text = row.get("response")
+            elif "problem" in row or "question" in row:
+                prompt = str(row.get("problem") or row.get("question"))
+                reference = row.get("reference") or row.get("answer")
+                extra = {"reference": str(reference)} if reference is not None else {}
+                control_text = row.get("response") or row.get("solution")
+            else:
+                raise ValueError(f"{where}: a hacking row needs 'prompt' (or 'problem') and usually 'reference'")
+            control = None
+            if control_text:
+                control = LabelledRow(f"{rid}:control", sub, prompt, _text(control_text, f"{where}.response"),
+                                      bool(row.get("label", True)), extra)
+            out.append(PromptRow(rid, sub, prompt, extra, control))
     return out
 
 

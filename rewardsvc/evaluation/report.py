@@ -37,6 +37,8 @@ def markdown(header: dict[str, Any], summary: Summary, plots: dict[str, str]) ->
         f"- item errors: {header['n_errors']}"
         + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(header['errors_by_code'].items()))})" if header["n_errors"] else ""),
     ]
+    if header.get("skipped_rows"):
+        lines.append(f"- data rows skipped (could not be loaded): {header['skipped_rows']}")
     if header.get("options"):
         lines.append(f"- options: `{json.dumps(header['options'])}`")
     lines += ["", "| metric | value |", "|---|---|"]
@@ -47,6 +49,9 @@ def markdown(header: dict[str, Any], summary: Summary, plots: dict[str, str]) ->
     if plots:
         lines.append("")
         lines += [f"![{name}]({file})" for name, file in plots.items()]
+    if header.get("skipped_examples"):
+        lines += ["", "First skipped rows:", ""]
+        lines += [f"- {fmt(why)[:300]}" for why in header["skipped_examples"]]
     if header.get("error_examples"):
         lines += ["", "First item errors:", ""]
         lines += [f"- `{e['id']}` {e['code']}: {fmt(e['message'])[:300]}" for e in header["error_examples"]]
