@@ -191,59 +191,42 @@ class TransformersCausalLM:
             hidden = out.last_hidden_state
         del cache
 
-        # Gather the hidden states at the wanted positions, then run the LM head on them only.
-        gathered = []
-        for i, pos in enumerate(wanted):
-            for p in pos:
+        # The hidden state at each wanted position and the token ids whose log-probs it yields.
+        rows: list[tuple[Any, Sequence[int]]] = []
+        for i, (r, pos) in enumerate(zip(reqs, wanted)):
+            for j, p in enumerate(pos):
                 if p < split[i]:  # the last prefix token: its hidden state came from the prefix pass
                     assert p == split[i] - 1 and prefix_last_hidden is not None
-                    gathered.append(prefix_last_hidden[prefix_of[i]])
+                    h = prefix_last_hidden[prefix_of[i]]
                 else:
                     assert hidden is not None
-                    gathered.append(hidden[i, int(offsets[i]) + p - split[i]])
-        next_ids = []
-        for r in reqs:
-            next_ids.extend(r.target)
-            if r.candidates:
-                next_ids.append(-1)  # placeholder: candidates are read from the full row below
-        logps_rows = self._log_softmax_rows(gathered, next_ids, [r.candidates for r in reqs])
+                    h = hidden[i, int(offsets[i]) + p - split[i]]
+                rows.append((h, [r.target[j]] if j < len(r.target) else r.candidates))
+        values = iter(self._read_logprobs(rows))
         results = []
-        k = 0
         for r in reqs:
-            target = [logps_rows[0][k + j] for j in range(len(r.target))]
-            k += len(r.target)
-            cands: list[float] = []
-            if r.candidates:
-                cands = logps_rows[1][k]
-                k += 1
-            results.append(LogprobResult(target=target, candidates=cands))
+            target = [next(values)[0] for _ in r.target]
+            results.append(LogprobResult(target=target, candidates=next(values) if r.candidates else []))
         return results
 
-    def _log_softmax_rows(self, hidden_rows: list[Any], next_ids: list[int],
-                          candidates: list[Sequence[int]]) -> tuple[list[float], dict[int, list[float]]]:
-        """For each gathered row: the log-prob of its next id; for candidate rows, of each candidate."""
+    def _read_logprobs(self, rows: list[tuple[Any, Sequence[int]]]) -> list[list[float]]:
+        """Per (hidden state, token ids): the ids' log-probs under the LM head, in chunks of rows."""
         torch = self._torch
-        picked: list[float] = [0.0] * len(next_ids)
-        cand_rows: dict[int, list[float]] = {}
-        cand_iter = iter([c for c in candidates if c])
-        cand_for_row = {}
-        for row, nid in enumerate(next_ids):
-            if nid == -1:
-                cand_for_row[row] = list(next(cand_iter))
-        for start in range(0, len(hidden_rows), _LOGIT_CHUNK):
-            h = torch.stack(hidden_rows[start:start + _LOGIT_CHUNK])
-            logits = self._head(h).float()
+        out: list[list[float]] = []
+        for start in range(0, len(rows), _LOGIT_CHUNK):
+            chunk = rows[start:start + _LOGIT_CHUNK]
+            logits = self._head(torch.stack([h for h, _ in chunk])).float()
             if self._softcap:
                 logits = torch.tanh(logits / self._softcap) * self._softcap
             logp = torch.log_softmax(logits, dim=-1)
-            for j in range(h.shape[0]):
-                row = start + j
-                nid = next_ids[row]
-                if nid == -1:
-                    cand_rows[row] = logp[j, cand_for_row[row]].tolist()
-                else:
-                    picked[row] = float(logp[j, nid])
-        return picked, cand_rows
+            row_idx = torch.tensor([k for k, (_, ids) in enumerate(chunk) for _ in ids], dtype=torch.long)
+            col_idx = torch.tensor([t for _, ids in chunk for t in ids], dtype=torch.long)
+            flat = logp[row_idx.to(logp.device), col_idx.to(logp.device)].tolist()
+            k = 0
+            for _, ids in chunk:
+                out.append(flat[k:k + len(ids)])
+                k += len(ids)
+        return out
 
     def _pad(self, seqs: list[list[int]], side: Padding, start: list[int]) -> tuple[Any, Any, Any, Any]:
         """Pad `seqs`; position ids continue from `start` (the shared prefix length) for each row."""
