@@ -24,10 +24,15 @@ _DONE = "rewardsvc-converted.txt"
 
 
 def converted_dir(gguf_path: Path) -> Path:
-    """Where the HF directory converted from `gguf_path` lives (keyed by file name, size and mtime)."""
-    st = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:12]
-    return cache_dir() / "gguf" / f"{gguf_path.stem}-{key}"
+    """Where the HF directory converted from `gguf_path` lives: keyed by the file's size and its
+    first and last MiB, so the same file installed in two environments is converted once."""
+    size = gguf_path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(gguf_path, "rb") as f:
+        digest.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        digest.update(f.read(1 << 20))
+    return cache_dir() / "gguf" / f"{gguf_path.stem}-{digest.hexdigest()[:12]}"
 
 
 def convert(gguf_path: Path) -> Path:
