@@ -139,3 +139,11 @@ def test_inconsistent_rows_are_skipped_and_listed_only_when_asked(tmp_path: Path
     skipped: list[str] = []
     rows = D.load_steps(path, skipped=skipped)
     assert len(rows) == 2 and len(skipped) == 1 and "prm:2" in skipped[0]
+
+
+def test_row_ids_are_made_unique() -> None:
+    rows = D.load_candidates(DATA / "best-of-4.jsonl") + D.load_candidates(DATA / "best-of-4.jsonl")
+    D.unique_ids(rows)
+    assert [r.id for r in rows] == ["q1", "q2", "q3", "q4", "q1#2", "q2#2", "q3#2", "q4#2"]
+    steps = D.load_steps(DATA / "prmbench-train-heldout-sample.jsonl")
+    assert len({r.id for r in steps}) == len(steps)  # PRMBench reuses idx across categories

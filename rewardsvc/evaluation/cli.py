@@ -78,6 +78,7 @@ def load_suite(args: argparse.Namespace, skipped: list[str]) -> Suite:
             if not got and len(skipped) > before:
                 raise ValueError(skipped[before])
             out += got
+        D.unique_ids(out)
         return out
 
     threshold = args.threshold if args.threshold is not None else DEFAULT_THRESHOLDS.get(args.suite, 0.5)

@@ -338,7 +338,8 @@ def load_steps(path: str | Path, subset: str | None = None, limit: int | None = 
                     seen_originals.add(key)
                     out.append(StepRow(f"{rid}:original", "correct", q_orig, original, [True] * len(original)))
                 sub = subset or str(row.get("classification") or fallback)
-                out.append(StepRow(f"{rid}:modified", sub, q_mod, modified,
+                # PRMBench reuses a problem's idx in every error category.
+                out.append(StepRow(f"{rid}:{row.get('classification') or 'modified'}", sub, q_mod, modified,
                                    [i + 1 not in errors for i in range(len(modified))], erroneous_source=True))
             elif "steps" in row and "label" in row:
                 steps = _steps(row["steps"], f"{where}.steps")
@@ -440,3 +441,16 @@ def load_probes(path: str | Path) -> list[str]:
             raise ValueError(f"{where}: each probe row needs a string 'probe'")
         probes.append(row["probe"])
     return probes
+
+
+def unique_ids(rows: list[Any]) -> None:
+    """Make row ids unique in place (`id#2`, `id#3`, ...): item ids derive from them, and results
+    are matched to rows by id in results.jsonl. Data sets reuse ids across files and subsets."""
+    taken: set[str] = set()
+    for r in rows:
+        if r.id in taken:
+            base, k = r.id, 2
+            while f"{base}#{k}" in taken:
+                k += 1
+            r.id = f"{base}#{k}"
+        taken.add(r.id)
