@@ -113,6 +113,10 @@ def test_prm_step_scores_on_held_out_processes(client: RewardClient) -> None:
             (bad if k in errors else good).append(p)
     mean_good, mean_bad = sum(good) / len(good), sum(bad) / len(bad)
     assert mean_bad < mean_good, f"mean p(good) on error steps {mean_bad:.3f} vs valid steps {mean_good:.3f}"
+    # The all-correct original process outscores (min aggregation) its modified, erroneous version:
+    # 21 of 32 is where a one-sided binomial test against a coin flip reaches p < 0.05.
+    wins = sum(o.score > m.score for o, m in zip(results[0::2], results[1::2]))
+    assert wins >= 21, f"the original process beats the erroneous one in only {wins} of {len(rows)} problems"
 
 
 def test_response_split_on_newlines_equals_explicit_steps(client: RewardClient) -> None:
