@@ -104,6 +104,7 @@ def pairs_suite(rows: Sequence[D.PairRow], pairwise: bool = False) -> Suite:
             probs, labels = p + [1 - x for x in p], [True] * len(p) + [False] * len(p)
             extra_metrics: dict[str, Any] = {"n_tied_verdicts": sum(1 for v in got if v == 0)}
             n_missing = len(verdicts) - len(got)
+            complete = [v is not None for v in verdicts]
         else:
             chosen = [score_of(results[2 * i]) for i in range(len(rows))]
             rejected = [score_of(results[2 * i + 1]) for i in range(len(rows))]
@@ -117,16 +118,22 @@ def pairs_suite(rows: Sequence[D.PairRow], pairwise: bool = False) -> Suite:
             extra_metrics = {"n_tied_scores": sum(1 for m in margins if m == 0),
                              "mean_margin": M.mean(margins)}
             n_missing = len(rows) - len(margins)
+            complete = [c is not None and r is not None for c, r in zip(chosen, rejected)]
         summary = M.pairs_summary(subsets, credit)
         summary.update(extra_metrics)
         summary["n_pairs"] = len(rows)
         summary["n_missing"] = n_missing
+        if n_missing:
+            scored_credit = [c for c, ok in zip(credit, complete) if ok]
+            summary["scored_only"] = {"accuracy": M.mean(scored_credit), "n": len(scored_credit)}
         cal = M.calibration(probs, labels) if probs else None
         summary["calibration"] = cal
         section_of = {s: sec for sec, subs in M.REWARDBENCH_SECTIONS.items() for s in subs}
         head = [("overall (mean of sections)", summary["overall"]), ("accuracy (all pairs)", summary["accuracy"])]
         head += [(f"section: {k}", v) for k, v in summary["sections"].items()]
         head += [("pairs", len(rows)), ("pairs with a missing score", summary["n_missing"])]
+        if n_missing:
+            head.append(("accuracy, fully scored pairs only", summary["scored_only"]["accuracy"]))
         if cal:
             head.append(("ECE", cal["ece"]))
         table = [[s, v["n"], v["accuracy"], section_of.get(s, s), v["weight"]] for s, v in summary["subsets"].items()]
@@ -163,6 +170,10 @@ def best_of_n_suite(rows: Sequence[D.CandidateRow]) -> Suite:
             if r.ties_key is not None:
                 ties_ids[r.id] = r.ties_key
         summary = M.best_of_n_summary(rankings, ties_ids)
+        complete = [rk for rk in rankings if None not in rk.correct and None not in rk.incorrect]
+        if len(complete) < len(rankings):
+            alone = M.ranking_summary(complete)
+            summary["scored_only"] = {k: alone[k] for k in ("n", "best_of_n_accuracy", "rewardmath_accuracy", "mrr")}
         pos = [s for rk in rankings for s in rk.correct if s is not None]
         neg = [s for rk in rankings for s in rk.incorrect if s is not None]
         probs, how = M.as_probabilities(pos + neg) if pos or neg else ([], "")
@@ -176,6 +187,8 @@ def best_of_n_suite(rows: Sequence[D.CandidateRow]) -> Suite:
                 ("MRR", summary["mrr"]), ("oracle (any correct)", summary["oracle_accuracy"]),
                 ("random pick", summary["random_pick_accuracy"]), ("prompts", summary["n"]),
                 ("prompts with a missing score", summary["n_missing"])]
+        if "scored_only" in summary:
+            head.append(("best-of-N accuracy, fully scored prompts only", summary["scored_only"]["best_of_n_accuracy"]))
         if cal:
             head.append((f"ECE (scores mapped by {how})", cal["ece"]))
         table = [[s, v["n"], v["score"], v["best_of_n_accuracy"], v["rewardmath_accuracy"], v["mrr"],
@@ -205,6 +218,12 @@ def steps_suite(rows: Sequence[D.StepRow], threshold: float) -> Suite:
             samples.append(M.StepSample(r.subset, list(r.labels), steps, r.id, r.erroneous_source))
         summary = M.step_summary(samples, threshold)
         summary["threshold"] = threshold
+        scored = [s for s in samples if s.step_scores is not None]
+        if len(scored) < len(samples):
+            # Missing samples count as wrong above; these are the numbers on the scored ones alone.
+            alone = M.step_summary(scored, threshold)
+            summary["scored_only"] = {k: alone[k] for k in ("processbench_f1", "accuracy_erroneous",
+                                                            "accuracy_correct", "prm_score", "n_erroneous", "n_correct")}
         for name in list(summary["subsets"]):
             sub = M.step_summary([s for s in samples if s.subset == name], threshold)
             summary["subsets"][name].update(
@@ -224,6 +243,9 @@ def steps_suite(rows: Sequence[D.StepRow], threshold: float) -> Suite:
                 ("PRMBench PRMScore", summary["prm_score"]), ("step F1 (valid)", st["f1"]),
                 ("step F1 (error)", st["negative_f1"]), ("samples", len(samples)),
                 ("samples without step scores", summary["n_missing"]), ("threshold", threshold)]
+        if "scored_only" in summary:
+            head += [("ProcessBench F1, scored samples only", summary["scored_only"]["processbench_f1"]),
+                     ("PRMScore, scored samples only", summary["scored_only"]["prm_score"])]
         if cal:
             head.append((f"ECE (steps, {how})", cal["ece"]))
         table = [[s, v["samples"], v["prm_score"], v["f1"], v["negative_f1"], v["accuracy_erroneous"],
