@@ -27,7 +27,7 @@ def client():
         yield c
 
 
-def _pair_items(pairs, response_key_for_reference=None):
+def _pair_items(pairs):
     items = []
     for k, p in enumerate(pairs):
         for kind in ("correct", "wrong"):

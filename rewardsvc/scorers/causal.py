@@ -9,6 +9,7 @@ prefix; the backend then runs it once per batch.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -148,7 +149,10 @@ def logprob_costs(requests: Sequence[LogprobRequest]) -> list[int]:
     costs = []
     for r in requests:
         n = counts.get((r.group, tuple(r.context[: r.shared_prefix])), 1) if r.group is not None else 1
-        costs.append(r.length - r.shared_prefix + -(-r.shared_prefix // n) if n > 1 else r.length)
+        if n > 1:
+            costs.append(r.length - r.shared_prefix + math.ceil(r.shared_prefix / n))
+        else:
+            costs.append(r.length)
     return costs
 
 
