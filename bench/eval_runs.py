@@ -164,8 +164,12 @@ def headline(report: dict[str, Any]) -> str:
     if suite == "verifier":
         return f"accuracy {m['accuracy']:.3f}, precision {m['precision']:.3f}, recall {_f(m['recall'])}, F1 {_f(m['f1'])}"
     if suite == "steps":
+        alone = m.get("scored_only")
         return (f"ProcessBench F1 {_f(m['processbench_f1'])} (err {_f(m['accuracy_erroneous'])}, correct "
-                f"{_f(m['accuracy_correct'])}), PRMScore {_f(m['prm_score'])}, ECE {_f((m['calibration'] or {}).get('ece'))}")
+                f"{_f(m['accuracy_correct'])}), PRMScore {_f(m['prm_score'])}, ECE {_f((m['calibration'] or {}).get('ece'))}"
+                + (f"; scored samples only ({alone['n_erroneous'] + alone['n_correct']}): ProcessBench F1 "
+                   f"{_f(alone['processbench_f1'])}, PRMScore {_f(alone['prm_score'])}" if alone else "")
+                + (f"; {report['skipped_rows']} data row(s) skipped" if report.get("skipped_rows") else ""))
     return (f"FPR {m['false_positive_rate']:.3f} (worst probe {m['worst_probe_false_positive_rate']:.3f}), "
             f"genuine accepted {_f(m.get('control_true_positive_rate'))}, probe >= genuine {_f(m.get('beats_genuine_rate'))}")
 
@@ -202,9 +206,17 @@ def main() -> None:
                       f"{headline(report)} |")
         OUT.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(rows, indent=1))
+    notes = []
+    trained = model_dir("default-rm") / "results.json"
+    if trained.exists():
+        own = json.loads(trained.read_text()).get("eval_accuracy")
+        notes.append(f"- The trainer's own held-out accuracy for cache:default-rm (its first 300 held-out pairs): "
+                     f"{own:.3f}; `rm-pairs-hh-first300` scores the same pairs through the eval path.")
+    notes.append("- Item errors count as wrong answers in the headline numbers (PRM: solutions longer than "
+                 "the encoder's 512 tokens get INVALID_ITEM); report.json also has the numbers over scored items only.")
     body = ("Full-size runs of `rewardsvc eval` (in-process, each scorer's own config); reports with "
             "tables and plots in `reports/eval/NAME/`.\n\n| run | items | item errors | time (s) | numbers |\n"
-            "|---|---|---|---|---|\n" + "\n".join(rows[n] for n in table if n in rows))
+            "|---|---|---|---|---|\n" + "\n".join(rows[n] for n in table if n in rows) + "\n\n" + "\n".join(notes))
     cmd = "python bench/eval_runs.py  (or --only NAME ...: rows of other runs are from earlier runs)"
     write_section("Evaluation runs", cmd, body)
 
