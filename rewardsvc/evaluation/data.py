@@ -204,11 +204,13 @@ def load_pairs(path: str | Path, subset: str | None = None, limit: int | None = 
     for where, row in read_rows(path, limit):
         with _guard(skipped):
             if "chosen" not in row or "rejected" not in row:
-                raise ValueError(f"{where}: a pair needs 'chosen' and 'rejected' (and 'prompt' unless an HH-RLHF dialogue)")
+                raise ValueError(f"{where}: a pair needs 'chosen' and 'rejected' "
+                                 "(and 'prompt' unless an HH-RLHF dialogue)")
             sub = subset or str(row.get("subset") or fallback)
             rid = _row_id(row, where)
             if "prompt" in row:
-                out.append(PairRow(rid, sub, _text(row["prompt"], f"{where}.prompt"), _text(row["chosen"], f"{where}.chosen"),
+                out.append(PairRow(rid, sub, _text(row["prompt"], f"{where}.prompt"),
+                                   _text(row["chosen"], f"{where}.chosen"),
                                    _text(row["rejected"], f"{where}.rejected"), extra=_extra(row)))
                 continue
             if not (isinstance(row["chosen"], str) and row["chosen"].startswith("\n\nHuman:")):
@@ -330,7 +332,8 @@ def load_steps(path: str | Path, subset: str | None = None, limit: int | None = 
                 modified = _steps(row["modified_process"], f"{where}.modified_process")
                 errors = {int(e) for e in _list_field(row.get("error_steps")) or []}
                 if not errors or min(errors) < 1 or max(errors) > len(modified):
-                    raise ValueError(f"{where}: error_steps {sorted(errors)} must be 1-indexed steps of modified_process")
+                    raise ValueError(
+                        f"{where}: error_steps {sorted(errors)} must be 1-indexed steps of modified_process")
                 q_orig = str(row.get("original_question") or row.get("question") or "")
                 q_mod = str(row.get("modified_question") or q_orig)
                 key = (q_orig, tuple(original))
@@ -349,7 +352,8 @@ def load_steps(path: str | Path, subset: str | None = None, limit: int | None = 
                 # ProcessBench labels only the first error; the steps after it count as wrong too.
                 labels = [True] * len(steps) if first == -1 else [i < first for i in range(len(steps))]
                 prompt = row.get("problem", row.get("prompt", ""))
-                out.append(StepRow(rid, subset or str(row.get("subset") or fallback), _text(prompt, f"{where}.problem"),
+                out.append(StepRow(rid, subset or str(row.get("subset") or fallback),
+                                   _text(prompt, f"{where}.problem"),
                                    steps, labels, extra=_extra({k: v for k, v in row.items() if k != "steps"})))
             elif "completions" in row and "labels" in row:
                 steps = _steps(row["completions"], f"{where}.completions")

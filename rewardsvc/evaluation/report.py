@@ -32,10 +32,12 @@ def fmt(value: Any) -> str:
 def markdown(header: dict[str, Any], summary: Summary, plots: dict[str, str]) -> str:
     lines = [f"# rewardsvc eval: `{header['suite']}` suite, scorer `{header['scorer']}`", ""]
     lines += [
-        f"- data: {', '.join(f'`{d}`' for d in header['data'])} ({header['n_rows']} rows, {header['n_items']} items scored)",
+        f"- data: {', '.join(f'`{d}`' for d in header['data'])} "
+        f"({header['n_rows']} rows, {header['n_items']} items scored)",
         f"- scored: {header['target']}, {header['seconds']:.1f} s ({header['items_per_s']:.1f} items/s)",
         f"- item errors: {header['n_errors']}"
-        + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(header['errors_by_code'].items()))})" if header["n_errors"] else ""),
+        + (f" ({', '.join(f'{k}: {v}' for k, v in sorted(header['errors_by_code'].items()))})"
+           if header["n_errors"] else ""),
     ]
     if header.get("skipped_rows"):
         lines.append(f"- data rows skipped (could not be loaded): {header['skipped_rows']}")
@@ -70,7 +72,8 @@ def _plot_scores(summary: Summary, path: Path, title: str) -> None:
             lo, hi = lo - 0.5, hi + 0.5
         bins = [lo + (hi - lo) * i / 30 for i in range(31)]
         for name, values in series.items():
-            ax.hist(values, bins=bins, alpha=0.55, label=f"{name} (n={len(values)}, mean={sum(values) / len(values):.3g})")
+            label = f"{name} (n={len(values)}, mean={sum(values) / len(values):.3g})"
+            ax.hist(values, bins=bins, alpha=0.55, label=label)
         ax.legend(fontsize=8)
     else:
         ax.text(0.5, 0.5, "no scores", ha="center", va="center", transform=ax.transAxes)

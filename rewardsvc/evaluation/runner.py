@@ -145,7 +145,8 @@ async def score_items(
                                      **(client_options or {})) as client:
             names = [s["name"] for s in await client.list_scorers()]
             if scorer not in names:
-                raise UnknownScorerError(f"the server at {address} has no scorer {scorer!r}; it hosts {sorted(names)}")
+                raise UnknownScorerError(
+                    f"the server at {address} has no scorer {scorer!r}; it hosts {sorted(names)}")
 
             async def call(chunk: list[Item]) -> list[Result]:
                 return await client.score(scorer, chunk, **opts)

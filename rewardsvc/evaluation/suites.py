@@ -188,13 +188,15 @@ def best_of_n_suite(rows: Sequence[D.CandidateRow]) -> Suite:
                 ("random pick", summary["random_pick_accuracy"]), ("prompts", summary["n"]),
                 ("prompts with a missing score", summary["n_missing"])]
         if "scored_only" in summary:
-            head.append(("best-of-N accuracy, fully scored prompts only", summary["scored_only"]["best_of_n_accuracy"]))
+            head.append(("best-of-N accuracy, fully scored prompts only",
+                         summary["scored_only"]["best_of_n_accuracy"]))
         if cal:
             head.append((f"ECE (scores mapped by {how})", cal["ece"]))
         table = [[s, v["n"], v["score"], v["best_of_n_accuracy"], v["rewardmath_accuracy"], v["mrr"],
                   v["oracle_accuracy"], v["random_pick_accuracy"]] for s, v in summary["subsets"].items()]
         return Summary(
-            summary, head, ["subset", "prompts", "score", "best-of-N acc", "RewardMATH acc", "MRR", "oracle", "random"],
+            summary, head,
+            ["subset", "prompts", "score", "best-of-N acc", "RewardMATH acc", "MRR", "oracle", "random"],
             table, {"correct": pos, "incorrect": neg}, "correct vs incorrect completions",
             probs, labels, "P(correct)", {s: v["score"] for s, v in summary["subsets"].items()}, "score per subset",
         )
@@ -222,8 +224,9 @@ def steps_suite(rows: Sequence[D.StepRow], threshold: float) -> Suite:
         if len(scored) < len(samples):
             # Missing samples count as wrong above; these are the numbers on the scored ones alone.
             alone = M.step_summary(scored, threshold)
-            summary["scored_only"] = {k: alone[k] for k in ("processbench_f1", "accuracy_erroneous",
-                                                            "accuracy_correct", "prm_score", "n_erroneous", "n_correct")}
+            keys = ("processbench_f1", "accuracy_erroneous", "accuracy_correct", "prm_score", "n_erroneous",
+                    "n_correct")
+            summary["scored_only"] = {k: alone[k] for k in keys}
         for name in list(summary["subsets"]):
             sub = M.step_summary([s for s in samples if s.subset == name], threshold)
             summary["subsets"][name].update(
@@ -288,7 +291,8 @@ def verifier_suite(rows: Sequence[D.LabelledRow], threshold: float) -> Suite:
                   v["precision"], v["recall"], v["f1"]] for s, v in summary["subsets"].items()]
         return Summary(
             summary, head, ["subset", "items", "accuracy", "precision", "recall", "F1"], table,
-            {"labelled correct": [s for s, lab in pairs if lab], "labelled incorrect": [s for s, lab in pairs if not lab]},
+            {"labelled correct": [s for s, lab in pairs if lab],
+             "labelled incorrect": [s for s, lab in pairs if not lab]},
             "scores by label", probs, [lab for _, lab in pairs], "P(correct)",
             {s: v["accuracy"] for s, v in summary["subsets"].items()}, "accuracy per subset",
         )
