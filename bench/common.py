@@ -39,7 +39,10 @@ def write_section(name: str, command: str, body: str) -> None:
     except OSError:
         rev = "?"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    section = (f"## {name}\n\n- command: `{command}`\n- machine: {machine()}\n- when: {stamp}, commit {rev}\n\n"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    section = (f"## {name}\n\n- command: `{command}`\n- machine: {machine()}\n- when: {stamp}, commit {rev}; "
+               f"load average at the end (1/5/15 min): {load} (other jobs running inflate absolute numbers; "
+               "ratios are measured in the same run)\n\n"
                f"{body.strip()}\n")
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nEach section is written by its benchmark; rerun the command to refresh it.\n"
     pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
