@@ -195,9 +195,10 @@ class EncoderBackend:
             hidden = self.model.base_model(**tensors).last_hidden_state
             rows = [r for r, pos in enumerate(positions) for _ in pos]
             cols = [offsets[r] + p for r, pos in enumerate(positions) for p in pos]
-            picked = hidden[torch.tensor(rows, dtype=torch.long), torch.tensor(cols, dtype=torch.long)]
+            dev = hidden.device
+            picked = hidden[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]
             head = self.model.get_output_embeddings()
-            logits = head(picked)[:, torch.tensor(list(vocab_ids), dtype=torch.long)].float().cpu().tolist()
+            logits = head(picked)[:, torch.tensor(list(vocab_ids), device=dev)].float().cpu().tolist()
         out, i = [], 0
         for pos in positions:
             out.append(logits[i : i + len(pos)])
