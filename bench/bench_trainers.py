@@ -119,6 +119,41 @@ def side(name: str, params: dict) -> dict:
     return out
 
 
+def report_defaults(write: bool) -> None:
+    """The install-time models' own run summaries (trainers/prepare.py) as a RESULTS.md section."""
+    from rewardsvc.models import cache_dir
+    from trainers.prepare import default_prm_config, default_rm_config
+
+    lines = []
+    for name, make, keys in (
+        ("default-rm", default_rm_config, ("eval_accuracy", "eval_accuracy_se", "eval_pairs")),
+        ("default-prm", default_prm_config, ("eval_first_error_f1", "eval_first_error_acc_err",
+                                             "eval_first_error_acc_corr", "eval_step_f1", "eval_step_f1_neg",
+                                             "eval_prm_score", "eval_step_auroc", "eval_solution_auroc",
+                                             "eval_examples", "eval_solutions_too_long")),
+    ):
+        path = cache_dir() / "models" / name / "results.json"
+        if not path.exists():
+            raise SystemExit(f"{path} missing: run `python -m rewardsvc.prepare` first")
+        r = json.loads(path.read_text())
+        cfg = make(Path("."))
+        held = ", ".join(f"{k.removeprefix('eval_')} {r[k]:.3f}" if isinstance(r.get(k), float) else
+                         f"{k.removeprefix('eval_')} {r.get(k)}" for k in keys)
+        lines.append(
+            f"| cache:{name} | {Path(cfg.train_file).name} (held out: {cfg.eval_fraction:.0%}, seed {cfg.split_seed}) | "
+            f"{r['steps']} x {cfg.batch_size}, max_length {cfg.max_length}, lr {cfg.learning_rate:g} | "
+            f"{r['loop_time_s']:.0f} s wall, {r['loop_cpu_s']:.0f} s CPU | {held} |")
+    body = ("Install-time models trained by `python -m rewardsvc.prepare` (all-MiniLM-L6-v2, CPU fp32); "
+            "numbers from each model's results.json, held-out parts never trained on.\n\n"
+            "| model | data | budget (steps x batch) | training loop | held-out |\n|---|---|---|---|---|\n"
+            + "\n".join(lines))
+    print(body)
+    if write:
+        from common import write_section
+
+        write_section("Trainers: install-time default RM and PRM", "python bench/bench_trainers.py --defaults", body)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=40)
@@ -129,9 +164,14 @@ def main() -> None:
     ap.add_argument("--eval-pairs", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-write", action="store_true", help="don't update bench/RESULTS.md")
+    ap.add_argument("--defaults", action="store_true",
+                    help="only report the install-time default RM/PRM runs (cache:default-rm/-prm)")
     ap.add_argument("--side", choices=["ours", "trl"], help=argparse.SUPPRESS)
     ap.add_argument("--params", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.defaults:
+        report_defaults(not a.no_write)
+        return
     if a.side:
         result = (run_ours if a.side == "ours" else run_trl)(json.loads(a.params))
         print(json.dumps(result))

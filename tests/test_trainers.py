@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def rm_args(out: Path, **over: object) -> list[str]:
     args = {"train-file": HH, "eval-file": HH, "output-dir": out, "max-length": 96, "batch-size": 8,
-            "learning-rate": 1e-4, "warmup-ratio": 0.1, "max-steps": 12, "progress": "false", "plot": "false"}
+            "learning-rate": 1e-4, "warmup-ratio": 0.1, "max-steps": 12, "progress": "false", "plot": "false",
+            "max-eval-examples": 8}
     args.update({k.replace("_", "-"): v for k, v in over.items()})
     return ["rm"] + [x for k, v in args.items() for x in (f"--{k}", str(v))]
 
@@ -161,11 +162,12 @@ def rm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     from trainers.cli import main
 
     out = tmp_path_factory.mktemp("rm") / "run"
-    assert main(rm_args(out, eval_on_start="true", eval_steps=6, plot="true")) == 0
+    assert main(rm_args(out, eval_on_start="true", eval_steps=6, plot="true", max_eval_examples=0)) == 0
     return out, json.loads((out / "results.json").read_text())
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # real training on 2 shared cores
 def test_rm_loss_falls_on_a_small_real_subset(rm_run: tuple[Path, dict]) -> None:
     out, summary = rm_run
     evals = [r for r in metrics_rows(out) if "eval_loss" in r]
@@ -196,6 +198,7 @@ def test_rm_checkpoint_is_a_plain_hf_dir_with_a_serving_config(rm_run: tuple[Pat
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # real training on 2 shared cores
 def test_resumed_run_continues_from_its_step_to_the_same_weights(tmp_path: Path) -> None:
     import torch
     from safetensors.torch import load_file
@@ -218,6 +221,7 @@ def test_resumed_run_continues_from_its_step_to_the_same_weights(tmp_path: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # real training on 2 shared cores
 def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_path: Path) -> None:
     from trainers.cli import main
 
@@ -257,6 +261,7 @@ def test_fresh_run_refuses_to_overwrite_checkpoints(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # real training on 2 shared cores
 def test_served_rm_checkpoint_scores_equal_in_process_scores(rm_run: tuple[Path, dict]) -> None:
     """The checkpoint's own rewardsvc.yaml in the real server; client scores = the trainer's scoring."""
     import yaml
@@ -292,6 +297,7 @@ def test_served_rm_checkpoint_scores_equal_in_process_scores(rm_run: tuple[Path,
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # real training on 2 shared cores
 def test_runs_unchanged_under_torchrun_ddp(tmp_path: Path) -> None:
     """Two gloo ranks on CPU (the NCCL path differs only in backend and device)."""
     out = tmp_path / "ddp"
@@ -308,20 +314,34 @@ def test_runs_unchanged_under_torchrun_ddp(tmp_path: Path) -> None:
     assert (out / "rewardsvc.yaml").exists()
 
 
-def test_prepare_step_is_registered_and_skips_a_prepared_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prepare_step_is_registered_and_retrains_only_when_the_recipe_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rewardsvc.prepare import STEPS
     from trainers import prepare
+    from trainers.loop import config_dict, dump_yaml
 
     assert "trainers.prepare:prepare_default_models" in STEPS
     monkeypatch.setenv("REWARDSVC_CACHE", str(tmp_path))
-    done = tmp_path / "models" / "default-rm"
-    done.mkdir(parents=True)
-    (done / "results.json").write_text("{}")
+    target = tmp_path / "models" / "default-rm"
+    calls = []
 
-    def must_not_train(config: object) -> dict:
-        raise AssertionError("a prepared model was trained again")
+    def fake_train(config: object) -> dict:  # what a finished run leaves behind, without the training
+        calls.append(config)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "train_config.yaml").write_text(dump_yaml(config_dict(config)))
+        (target / "results.json").write_text("{}")
+        return {}
 
-    assert prepare._prepare("default-rm", prepare.default_rm_config, must_not_train, "eval_accuracy") == done
+    target.mkdir(parents=True)
+    assert prepare._prepare("default-rm", prepare.default_rm_config, fake_train, "eval_accuracy") == target
+    assert len(calls) == 1
+    prepare._prepare("default-rm", prepare.default_rm_config, fake_train, "eval_accuracy")
+    assert len(calls) == 1  # cached: not trained again
+    # A model left by an older default config (another step count) is trained again.
+    text = (target / "train_config.yaml").read_text()
+    (target / "train_config.yaml").write_text(text.replace("max_steps: 60", "max_steps: 59"))
+    prepare._prepare("default-rm", prepare.default_rm_config, fake_train, "eval_accuracy")
+    assert len(calls) == 2
     # The default configs hold out what other tests and benchmarks treat as never trained on.
     rm = prepare.default_rm_config(tmp_path / "x")
     prm = prepare.default_prm_config(tmp_path / "y")

@@ -60,15 +60,38 @@ def default_prm_config(output_dir: Path) -> Any:
         # fine". Counting the steps after a solution's first error as wrong too, and weighting wrong
         # steps up, gives the short run something to learn.
         wrong_after_first_error=True,
-        error_weight=2.0,
+        error_weight=3.0,
         batch_size=8,
         learning_rate=1e-4,
         warmup_ratio=0.1,
-        max_steps=40,
+        max_steps=80,
         seed=0,
         progress=False,
         overwrite_output_dir=True,
     )
+
+
+def recipe(config: Any) -> dict[str, Any]:
+    """What determines the trained model: the config without where it goes or how it reports."""
+    import dataclasses
+
+    data = dataclasses.asdict(config)
+    for key in ("output_dir", "progress", "plot", "overwrite_output_dir", "resume_from"):
+        data.pop(key, None)
+    data["train_file"] = Path(data["train_file"]).name  # the checkout's location doesn't matter
+    return data
+
+
+def is_current(target: Path, config: Any) -> bool:
+    """A finished model trained with this recipe (a changed default config retrains at install)."""
+    import yaml
+
+    if not (target / DONE).exists() or not (target / "train_config.yaml").exists():
+        return False
+    try:
+        return recipe(type(config)(**yaml.safe_load((target / "train_config.yaml").read_text()))) == recipe(config)
+    except (TypeError, ValueError, yaml.YAMLError):  # a config from another version of the trainers
+        return False
 
 
 def _prepare(name: str, make_config: Callable[[Path], Any], train: Callable[[Any], dict[str, Any]],
@@ -78,17 +101,20 @@ def _prepare(name: str, make_config: Callable[[Path], Any], train: Callable[[Any
     from rewardsvc.models import cache_dir
 
     target = cache_dir() / "models" / name
-    if (target / DONE).exists():
+    config = make_config(target)
+    if is_current(target, config):
         log.info("prepare: %s already in %s", name, target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if (target / DONE).exists():  # another process trained it while we waited
+        if is_current(target, config):  # another process trained it while we waited
             return target
+        if (target / DONE).exists():
+            log.info("prepare: %s in %s was trained with other settings; training it again", name, target)
         shutil.rmtree(target, ignore_errors=True)
         t0 = time.perf_counter()
         log.info("prepare: training %s into %s (one time, a few minutes on CPU)", name, target)
-        summary = train(make_config(target))
+        summary = train(config)
         # Checkpoints are for resuming; the served model is the top-level directory.
         shutil.rmtree(target / "checkpoints", ignore_errors=True)
         value = summary.get(headline)
