@@ -122,7 +122,8 @@ Server alive at the end: {alive}.
 {rows}
 
 Server RSS (MB, server + direct children) over time: {rss_line}.
-Growth first to last sample: {rss[-1][1] - rss[0][1]:+.0f} MB."""
+Growth from the first sample after warm-up (models load and caches fill in the first minute) to the
+last: {rss[-1][1] - next((m for t, m in rss if t >= 90), rss[0][1]):+.0f} MB."""
     print(body)
     write_section("Soak (soak.py)", f"python bench/soak.py --seconds {args.seconds:g}", body)
 
