@@ -16,6 +16,7 @@ import collections
 import dataclasses
 import hmac
 import logging
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -253,7 +254,11 @@ def start(config: Config, address: str | None = None) -> str:
     port = rc.grpc_port or config.server.port or free_port()
     target = address or rc.address
     if not ray.is_initialized():
-        ray.init(address=target, include_dashboard=False, log_to_driver=False)
+        extra = {}
+        if target is None and not os.environ.get("RAY_ADDRESS") and config.server.host in ("127.0.0.1", "localhost"):
+            # A local cluster for a loopback server stays on loopback (Ray would use the host's IP).
+            extra["_node_ip_address"] = "127.0.0.1"
+        ray.init(address=target, include_dashboard=False, log_to_driver=False, **extra)
     serve.start(
         proxy_location=rc.proxy_location,
         http_options={"host": config.server.host, "port": rc.http_port},
