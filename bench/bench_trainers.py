@@ -108,13 +108,17 @@ def run_trl(p: dict) -> dict:
 
 def side(name: str, params: dict) -> dict:
     """Run one trainer in its own process (no shared threads, caches or allocator state)."""
+    import os
+
     t0 = time.perf_counter()
+    load_before = os.getloadavg()[0]
     proc = subprocess.run([sys.executable, __file__, "--side", name, "--params", json.dumps(params)],
                           cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{proc.stderr[-4000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["process_s"] = time.perf_counter() - t0
+    out["load"] = (load_before, os.getloadavg()[0])
     print(f"{name}: {out}", file=sys.stderr)
     return out
 
@@ -146,7 +150,10 @@ def report_defaults(write: bool) -> None:
     body = ("Install-time models trained by `python -m rewardsvc.prepare` (all-MiniLM-L6-v2, CPU fp32); "
             "numbers from each model's results.json, held-out parts never trained on.\n\n"
             "| model | data | budget (steps x batch) | training loop | held-out |\n|---|---|---|---|---|\n"
-            + "\n".join(lines))
+            + "\n".join(lines)
+            + "\n\nThe training-loop times are those of the runs that made the models, on whatever machine ran "
+            "`make install` and under whatever else it was running; process CPU time is the steadier figure "
+            "(2 threads: a fresh 2-core machine needs roughly CPU time / 2 of wall time).")
     print(body)
     if write:
         from common import write_section
@@ -189,7 +196,8 @@ def main() -> None:
         n = r["eval_pairs"]
         se = math.sqrt(r["eval_accuracy"] * (1 - r["eval_accuracy"]) / n)
         return (f"| {name} | {r['pairs']} | {r['loop_time_s']:.1f} | {r['pairs'] / r['loop_time_s']:.2f} | "
-                f"{r['loop_cpu_s']:.1f} | {r['pairs'] / r['loop_cpu_s']:.2f} | {r['eval_accuracy']:.3f} ± {se:.3f} |")
+                f"{r['loop_cpu_s']:.1f} | {r['pairs'] / r['loop_cpu_s']:.2f} | {r['eval_accuracy']:.3f} ± {se:.3f} | "
+                f"{r['load'][0]:.1f} / {r['load'][1]:.1f} |")
 
     wall_ratio = (ours["pairs"] / ours["loop_time_s"]) / (trl["pairs"] / trl["loop_time_s"])
     cpu_ratio = (ours["pairs"] / ours["loop_cpu_s"]) / (trl["pairs"] / trl["loop_cpu_s"])
@@ -200,12 +208,14 @@ def main() -> None:
 steps then cosine, clip 1.0, seed {a.seed}, dropout off, no gradient checkpointing; held-out accuracy on
 {ours['eval_pairs']} pairs of the fixed-seed split (± binomial standard error). TRL {trl_pkg.__version__}.
 
-| trainer | pairs | loop wall (s) | pairs/s (wall) | loop CPU (s) | pairs/s (CPU) | held-out accuracy |
-|---|---|---|---|---|---|---|
+| trainer | pairs | loop wall (s) | pairs/s (wall) | loop CPU (s) | pairs/s (CPU) | held-out accuracy | load avg before / after |
+|---|---|---|---|---|---|---|---|
 {row("rewardsvc trainers.rm", ours)}
 {row("TRL RewardTrainer", trl)}
 
 Ratio ours / TRL: **{wall_ratio:.2f}x** pairs/s (wall), **{cpu_ratio:.2f}x** pairs/s (process CPU time).
+(On a machine shared with other jobs the load average moves during a run; the CPU-time ratio is the
+steadier of the two.)
 Accuracy difference (ours - TRL): {ours['eval_accuracy'] - trl['eval_accuracy']:+.3f}; at this size a difference under
 ~2 standard errors is noise (the two see the same pairs in different orders).
 Where the speed comes from: length-grouped batches (less padding; both pad chosen and rejected of a
