@@ -140,7 +140,8 @@ def test_judge_sft_lowers_the_verdict_loss_and_the_judge_scorer_reads_the_traine
     assert [e["step"] for e in evals] == [0, 2]
     assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]  # the verdict tokens got likelier
     config = yaml.safe_load((out / "rewardsvc.yaml").read_text())
-    assert config["scorers"]["judge"] == {"type": "judge", "model": str(out), "mode": "reference"}
+    assert config["scorers"]["judge"] == {"type": "judge", "model": str(out), "mode": "reference",
+                                          "reference_method": "yes_no"}
 
     # The trained model's P(yes) at the verdict position, computed here from the training inputs...
     tok = AutoTokenizer.from_pretrained(out)

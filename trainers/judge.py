@@ -11,7 +11,8 @@ model to answer in a place the scorer never looks.
 
 Modes, from the row: `responses` [a, b] -> pairwise (verdict A/B; swap_augment adds the swapped
 order with the flipped verdict, against position bias); `reference` -> reference-guided (verdict
-yes/no); otherwise pointwise (verdict a 1-10 rating).
+yes/no: the scorer's `reference_method: yes_no`, which the written stanza selects); otherwise
+pointwise (verdict a 1-10 rating).
 """
 
 from __future__ import annotations
@@ -282,6 +283,9 @@ class JudgeTask(Task):
         cfg = self.config
         mode = self.modes.most_common(1)[0][0] if self.modes else "reference"
         stanza: dict[str, Any] = {"type": "judge", "model": str(model_dir), "mode": mode}
+        if mode == "reference":
+            # Trained to answer Yes/No, so served that way (the scorer's default reads the answer out).
+            stanza["reference_method"] = "yes_no"
         for name in ("pointwise_template", "pairwise_template", "reference_template"):
             if getattr(cfg, name):
                 stanza[name] = getattr(cfg, name)
