@@ -134,7 +134,7 @@ def test_judge_sft_lowers_the_verdict_loss_and_the_judge_scorer_reads_the_traine
     subset.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "judge"
     assert main(["judge", "--train-file", str(subset), "--eval-file", str(subset), "--output-dir", str(out),
-                 "--batch-size", "2", "--max-steps", "2", "--learning-rate", "1e-4", "--warmup-ratio", "0",
+                 "--batch-size", "2", "--max-steps", "2", "--learning-rate", "1e-5", "--warmup-ratio", "0",
                  "--lr-scheduler", "constant", "--eval-on-start", "--progress", "false", "--plot", "false"]) == 0
     evals = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if "eval_loss" in ln]
     assert [e["step"] for e in evals] == [0, 2]
