@@ -135,4 +135,10 @@ def options_from_struct(s: struct_pb2.Struct) -> dict[str, Any]:
             return [fix(x) for x in v]
         return v
 
-    return fix(struct_to_dict(s))
+    try:
+        data = struct_to_dict(s)
+    except (ValueError, TypeError) as exc:  # e.g. Infinity/NaN, which JSON can't carry
+        from rewardsvc.errors import InvalidOptionsError
+
+        raise InvalidOptionsError(f"options are not valid JSON values: {exc}") from None
+    return fix(data)
