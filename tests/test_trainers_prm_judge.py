@@ -138,7 +138,7 @@ def test_judge_sft_lowers_the_verdict_loss_and_the_judge_scorer_reads_the_traine
                  "--lr-scheduler", "constant", "--eval-on-start", "--progress", "false", "--plot", "false"]) == 0
     evals = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if "eval_loss" in ln]
     assert [e["step"] for e in evals] == [0, 2]
-    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]  # the verdict tokens got likelier
+    assert evals[-1]["eval_loss"] < 0.8 * evals[0]["eval_loss"]  # the verdict tokens got likelier
     config = yaml.safe_load((out / "rewardsvc.yaml").read_text())
     assert config["scorers"]["judge"] == {"type": "judge", "model": str(out), "mode": "reference",
                                           "reference_method": "yes_no"}
