@@ -27,6 +27,7 @@ from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.scorers.batched import failure
 from rewardsvc.scorers.causal import MARK, CausalLMConfig, CausalLMScorer, TooLongError, group_key
 from rewardsvc.types import ErrorCode, Item, Result
+from verifiers.math.extract import last_boxed_span
 
 VARIANTS = ("crew_mean", "crew_min", "p_true", "reference_prob")
 
@@ -37,7 +38,7 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 
 def answer_span(text: str) -> tuple[int, int, str] | None:
     """(start, end, how) of the final answer in `text`: boxed, hash, answer_is or last_number."""
-    span = _boxed_span(text)
+    span = last_boxed_span(text)
     if span:
         return span[0], span[1], "boxed"
     k = text.rfind("####")
@@ -64,23 +65,6 @@ def answer_span(text: str) -> tuple[int, int, str] | None:
     numbers = list(_NUMBER.finditer(text, max(0, len(text) - 2000)))
     if numbers:
         return numbers[-1].start(), numbers[-1].end(), "last_number"
-    return None
-
-
-def _boxed_span(text: str) -> tuple[int, int] | None:
-    start = text.rfind("\\boxed{")
-    while start != -1:
-        i = start + len("\\boxed{")
-        depth = 1
-        for j in range(i, len(text)):
-            c = text[j]
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    return (i, j) if text[i:j].strip() else None
-        start = text.rfind("\\boxed{", 0, start)  # unclosed: try an earlier one
     return None
 
 

@@ -27,17 +27,38 @@ def last_boxed(text: str) -> str | None:
             if m and text[prefix_end:prefix_end + 1] == " ":
                 return m.group(1).rstrip("$.")
         else:
-            depth = 0
-            for j in range(i, len(text)):
-                c = text[j]
-                if c == "{":
-                    depth += 1
-                elif c == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[i + 1 : j].strip()
+            j = _closing_brace(text, i)
+            if j is not None:
+                return text[i + 1 : j].strip()
         # unclosed: try an earlier one
         start = max(text.rfind("\\boxed", 0, start), text.rfind("\\fbox", 0, start))
+    return None
+
+
+def _closing_brace(text: str, i: int) -> int | None:
+    """Index of the brace closing the one at `i`, or None if it never closes."""
+    depth = 0
+    for j in range(i, len(text)):
+        c = text[j]
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return j
+    return None
+
+
+def last_boxed_span(text: str) -> tuple[int, int] | None:
+    """(start, end) of the non-blank contents of the last closed \\boxed{...}, for scorers that
+    need the answer's position (token confidence), not just its text."""
+    start = text.rfind("\\boxed{")
+    while start != -1:
+        i = start + len("\\boxed{") - 1
+        j = _closing_brace(text, i)
+        if j is not None:
+            return (i + 1, j) if text[i + 1 : j].strip() else None
+        start = text.rfind("\\boxed{", 0, start)
     return None
 
 
