@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from rewardsvc.scorers.causal import first_token_ids
 from trainers.data import JudgeExample, judge_example
 from trainers.loop import Task, TrainConfig, Trainer, _f
 
@@ -139,12 +140,8 @@ class JudgePrompts:
         return [t for p in parts for t in p]
 
     def first_ids(self, words: Sequence[str]) -> list[int]:
-        ids: list[int] = []
-        for w in words:
-            enc = self.encode(w)
-            if enc and enc[0] not in ids:
-                ids.append(enc[0])
-        return ids
+        # The same verdict tokens the judge scorer reads.
+        return first_token_ids(self.encode, words)
 
     def end_ids(self) -> list[int]:
         """End of the assistant turn: the tokenizer's EOS (<|im_end|> for ChatML models)."""

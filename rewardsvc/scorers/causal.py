@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from rewardsvc.backends.causal_lm import (
@@ -91,6 +91,9 @@ class CausalLMScorer(Scorer):
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def first_token_ids(self, words: Sequence[str]) -> list[int]:
+        return first_token_ids(self.encode, words)
+
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
@@ -159,3 +162,14 @@ def logprob_costs(requests: Sequence[LogprobRequest]) -> list[int]:
 def group_key(group_id: str | None) -> str | None:
     """The backend's sharing group for an item: its GRPO group, if it has one."""
     return group_id if group_id else None
+
+
+def first_token_ids(encode: Callable[[str], list[int]], words: Sequence[str]) -> list[int]:
+    """Distinct first token ids of `words`: the verdict tokens whose next-token probability a judge
+    (and the judge trainer) reads, e.g. "Yes"/"yes"."""
+    ids: list[int] = []
+    for w in words:
+        enc = encode(w)
+        if enc and enc[0] not in ids:
+            ids.append(enc[0])
+    return ids

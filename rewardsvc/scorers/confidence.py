@@ -118,21 +118,13 @@ class ConfidenceScorer(CausalLMScorer):
             return "the response is empty"
         return None
 
-    def _word_ids(self, words: Sequence[str]) -> list[int]:
-        ids: list[int] = []
-        for w in words:
-            enc = self.encode(w)
-            if enc and enc[0] not in ids:
-                ids.append(enc[0])
-        return ids
-
     async def score(self, items: Sequence[Item], options: ConfidenceOptions) -> list[Result]:
         cfg: ConfidenceConfig = self.config
         variant = options.variant or cfg.variant
         results: list[Result | None] = [None] * len(items)
         requests: list[LogprobRequest] = []
         plans: list[tuple[int, dict]] = []
-        yes_ids, no_ids = self._word_ids(cfg.yes_words), self._word_ids(cfg.no_words)
+        yes_ids, no_ids = self.first_token_ids(cfg.yes_words), self.first_token_ids(cfg.no_words)
         overlap = set(yes_ids) & set(no_ids)
         if overlap:
             raise ValueError(f"yes_words and no_words share first tokens {sorted(overlap)}; pick distinct words")

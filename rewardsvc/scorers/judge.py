@@ -124,11 +124,7 @@ class JudgeScorer(CausalLMScorer):
         await super().start(peers)
 
     def _first_ids(self, words: Sequence[str]) -> list[int]:
-        ids: list[int] = []
-        for w in words:
-            enc = self.encode(w)
-            if enc and enc[0] not in ids:
-                ids.append(enc[0])
+        ids = self.first_token_ids(words)
         if not ids:
             raise ValueError(f"verdict words {list(words)} tokenise to nothing")
         return ids
