@@ -53,6 +53,9 @@ def svc(tmp_path_factory):
                                    "reference_model": perturbed, "beta": 0.1}
     scorers["iprm_same"] = {"type": "implicit_prm", "model": SMOLLM, "reference_model": SMOLLM}
     scorers["judge_short"] = {"type": "judge", "max_length": 100}
+    for stanza in scorers.values():
+        # No padding bound: batches mix lengths, which is what the batched == single checks exercise.
+        stanza["batching"] = {"min_fill_ratio": 0.0}
     s = Service({"scorers": scorers})
     yield s
     s.close()

@@ -57,8 +57,21 @@ def score(config: dict, name: str, batches: list[list[Item]], options: dict | No
 
 
 def check_batched_equals_single(config: dict, items: list[Item]) -> list:
-    results = score(config, "prm", [items] + [[it] for it in items])
-    batched, singles = results[0], [r[0] for r in results[1:]]
+    """Each item alone, then all in one padded batch: the same step scores."""
+    stanza = config["scorers"]["prm"]
+    # No padding bound, so the batch mixes lengths (padding is what this checks).
+    config = {"scorers": {"prm": {**stanza, "batching": {**stanza.get("batching", {}), "min_fill_ratio": 0.0}}}}
+
+    async def main():
+        async with ScoringService(parse_config(config)) as svc:
+            singles = [(await svc.score("prm", [it]))[0] for it in items]
+            stats = svc.get("prm").batcher.stats
+            padded, real = stats.padded_tokens, stats.real_tokens
+            batched = await svc.score("prm", items)
+            return singles, batched, stats.padded_tokens - padded, stats.real_tokens - real
+
+    singles, batched, padded, real = asyncio.run(main())
+    assert padded > real, "the batch had no padding: the items were all one length"
     for it, b, s in zip(items, batched, singles):
         assert b.ok, b.error
         assert b.id == it.id

@@ -2,7 +2,8 @@
 
 Callers `submit(payload, cost)` and await a future. One loop collects queued entries, waits at most
 `max_wait_ms` for company, then forms batches under `max_batch_tokens` (sum of padded cost: batch
-size x longest cost) and `max_batch_size`, taking entries in length order so a batch pads little.
+size x longest cost) and `max_batch_size`, taking entries in length order so a batch pads little,
+and (`min_fill_ratio`) no more than a set share of padding.
 Cancelled entries are dropped before they reach the compute function. The compute function runs in
 a worker thread so a slow backend never blocks the event loop.
 """
@@ -14,12 +15,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 P = TypeVar("P")
 R = TypeVar("R")
 
 log = logging.getLogger("rewardsvc.batching")
+
+GPU_MAX_BATCH_TOKENS = 16384  # the budget when neither the config nor the scorer sets one
 
 
 class QueueFullError(RuntimeError):
@@ -28,10 +31,30 @@ class QueueFullError(RuntimeError):
 
 @dataclass
 class BatcherConfig:
-    max_batch_tokens: int = field(default=16384, metadata={"help": "padded tokens per forward pass"})
+    max_batch_tokens: int | None = field(
+        default=None,
+        metadata={"help": "padded tokens per forward pass. Empty: the scorer picks 2048 where the model runs "
+                          "on CPU (bigger batches fall out of cache and run slower) and 16384 on a GPU"},
+    )
     max_batch_size: int = field(default=64, metadata={"help": "items per forward pass"})
     max_wait_ms: float = field(default=5.0, metadata={"help": "how long a lone item waits for company"})
+    min_fill_ratio: float | None = field(
+        default=None,
+        metadata={"help": "share of a batch's padded tokens that must be real (0-1): an item that would pad "
+                          "the batch below it waits for the next batch. Empty: the scorer picks 0.9 where "
+                          "the model runs on CPU (a compute-bound forward pays for every pad token) and 0 "
+                          "on a GPU"},
+    )
     max_queue_items: int = field(default=100_000, metadata={"help": "queued items beyond this are refused"})
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_tokens", "max_batch_size", "max_queue_items"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"batching.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"batching.max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.min_fill_ratio is not None and not 0.0 <= self.min_fill_ratio <= 1.0:
+            raise ValueError(f"batching.min_fill_ratio must be between 0 and 1, got {self.min_fill_ratio}")
 
 
 @dataclass
@@ -121,10 +144,12 @@ class DynamicBatcher(Generic[P, R]):
         ordered = sorted(self._queue, key=lambda e: e.cost)
         start = ordered.index(oldest)
         batch: list[_Entry[P, R]] = [oldest]
-        longest = oldest.cost
+        longest = real = oldest.cost
         # Grow around the oldest entry in length order, neighbours first, to keep padding low.
         lo, hi = start - 1, start + 1
         cfg = self.config
+        min_fill = cfg.min_fill_ratio or 0.0
+        budget = cfg.max_batch_tokens or GPU_MAX_BATCH_TOKENS
         while len(batch) < cfg.max_batch_size and (lo >= 0 or hi < len(ordered)):
             cand_hi = ordered[hi] if hi < len(ordered) else None
             cand_lo = ordered[lo] if lo >= 0 else None
@@ -132,12 +157,16 @@ class DynamicBatcher(Generic[P, R]):
             cand = cand_hi if pick_hi else cand_lo
             assert cand is not None
             new_longest = max(longest, cand.cost)
-            if new_longest * (len(batch) + 1) > cfg.max_batch_tokens:
+            padded = new_longest * (len(batch) + 1)
+            if padded > budget or (real + cand.cost) < min_fill * padded:
+                # Further out on the same side only pads more: close that side.
                 if pick_hi:
-                    hi = len(ordered)  # longer ones won't fit either; try shorter
-                    continue
-                break
+                    hi = len(ordered)
+                else:
+                    lo = -1
+                continue
             batch.append(cand)
+            real += cand.cost
             longest = new_longest
             if pick_hi:
                 hi += 1
@@ -157,7 +186,8 @@ class DynamicBatcher(Generic[P, R]):
             oldest = min((e.enqueued for e in self._queue), default=time.perf_counter())
             wait = self.config.max_wait_ms / 1000 - (time.perf_counter() - oldest)
             queued_tokens = sum(e.cost for e in self._queue)
-            if wait > 0 and len(self._queue) < self.config.max_batch_size and queued_tokens < self.config.max_batch_tokens:
+            budget = self.config.max_batch_tokens or GPU_MAX_BATCH_TOKENS
+            if wait > 0 and len(self._queue) < self.config.max_batch_size and queued_tokens < budget:
                 await asyncio.sleep(wait)
             batch = self._take_batch()
             if not batch:

@@ -24,7 +24,7 @@ from rewardsvc.backends.causal_lm import (
 )
 from rewardsvc.batching import BatcherConfig, DynamicBatcher
 from rewardsvc.scorers.base import Scorer, option
-from rewardsvc.scorers.batched import batcher_field, run_batched
+from rewardsvc.scorers.batched import batcher_field, make_batcher, run_batched
 from rewardsvc.scorers.render import render_prompt
 from rewardsvc.types import Text
 
@@ -66,8 +66,9 @@ class CausalLMScorer(Scorer):
 
         cfg = self.config
         self.lm = await asyncio.to_thread(acquire, cfg.model, cfg.device, cfg.dtype, cfg.backend, **cfg.vllm)
-        self.logprob_batcher = DynamicBatcher(self._compute_logprobs, cfg.batching, name=f"{self.name}-logprobs")
-        self.generate_batcher = DynamicBatcher(self.lm.generate, cfg.batching, name=f"{self.name}-generate")
+        device = getattr(self.lm, "device", "cuda")  # vLLM runs on a GPU and has no padding
+        self.logprob_batcher = make_batcher(self._compute_logprobs, cfg.batching, device, f"{self.name}-logprobs")
+        self.generate_batcher = make_batcher(self.lm.generate, cfg.batching, device, f"{self.name}-generate")
 
     async def close(self) -> None:
         for batcher in (self.logprob_batcher, self.generate_batcher):

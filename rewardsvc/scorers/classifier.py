@@ -17,7 +17,7 @@ from typing import Any
 from rewardsvc.batching import BatcherConfig, DynamicBatcher
 from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import Scorer, option
-from rewardsvc.scorers.batched import batcher_field, failure, run_batched
+from rewardsvc.scorers.batched import batcher_field, failure, make_batcher, run_batched
 from rewardsvc.scorers.render import Encoded, encode_conversation
 from rewardsvc.types import ErrorCode, Item, Result
 
@@ -81,7 +81,7 @@ class ClassifierScorer(Scorer):
             )
         if self.backend.max_positions:
             self.max_length = min(cfg.max_length, self.backend.max_positions)
-        self.batcher = DynamicBatcher(self._forward, cfg.batching, name=f"{self.name}-batcher")
+        self.batcher = make_batcher(self._forward, cfg.batching, self.backend.device, f"{self.name}-batcher")
 
     async def close(self) -> None:
         if self.batcher is not None:

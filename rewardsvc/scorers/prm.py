@@ -23,7 +23,7 @@ from typing import Any
 from rewardsvc.batching import BatcherConfig, DynamicBatcher
 from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import Scorer, option
-from rewardsvc.scorers.batched import batcher_field, failure, run_batched
+from rewardsvc.scorers.batched import batcher_field, failure, make_batcher, run_batched
 from rewardsvc.scorers.render import (
     DEFAULT_STEP_TAGS,
     STEP_FORMATS,
@@ -150,7 +150,7 @@ class PRMScorer(Scorer):
             )
         if self.backend.max_positions:
             self.max_length = min(cfg.max_length, self.backend.max_positions)
-        self.batcher = DynamicBatcher(self._forward, cfg.batching, name=f"{self.name}-batcher")
+        self.batcher = make_batcher(self._forward, cfg.batching, self.backend.device, f"{self.name}-batcher")
 
     async def close(self) -> None:
         if self.batcher is not None:
