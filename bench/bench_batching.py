@@ -13,7 +13,7 @@ run, each rendered and tokenised by the same function (scorers/render.py), token
 Rounds interleave the paths (order rotated each round) so load on a shared machine hits them
 alike; the reported figure per path is the median over rounds.
 
-    python bench/bench_batching.py [--model cache:default-rm] [--pairs 128] [--rounds 5]
+    python bench/bench_batching.py [--model cache:default-rm] [--pairs 128] [--rounds 5] [--device auto]
 """
 
 from __future__ import annotations
@@ -164,6 +164,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--budgets", default="1024,2048,4096,8192,16384", help="max_batch_tokens values swept for (a)")
     ap.add_argument("--max-batch-size", type=int, default=64)
+    ap.add_argument("--device", default="auto", help="auto (cuda if visible, else cpu), cpu, cuda")
     ap.add_argument("--no-write", action="store_true", help="don't write bench/RESULTS.md")
     args = ap.parse_args()
 
@@ -175,7 +176,7 @@ def main() -> None:
     try:
         model, label = pick_model(args.model, tmp)
         items = load_items(args.pairs)
-        backend = EncoderBackend(model, "sequence_classification", device="cpu")
+        backend = EncoderBackend(model, "sequence_classification", device=args.device)
 
         # (a) is "optimally sized": sweep the token budget on a slice, keep the fastest.
         sweep = {}
@@ -188,7 +189,7 @@ def main() -> None:
         budget = max(sweep, key=sweep.get)
 
         config = {"scorers": {"rm": {
-            "type": "classifier", "model": model, "device": "cpu", "max_length": args.max_length,
+            "type": "classifier", "model": model, "device": args.device, "max_length": args.max_length,
             "batching": {"max_batch_tokens": budget, "max_batch_size": args.max_batch_size, "max_wait_ms": 5},
         }}}
         rates: dict[str, list[float]] = {"service": [], "inprocess": [], "naive": []}
@@ -230,7 +231,7 @@ def main() -> None:
     service_batches = b1 - b0
     fmt = lambda xs: ", ".join(f"{x:.0f}" for x in xs)  # noqa: E731
     body = f"""
-Model: {label}. Items: {len(items)} HH-RLHF helpful-base conversations ({args.pairs} pairs, chosen
+Model: {label}, on {backend.device} ({str(backend.dtype).removeprefix("torch.")}). Items: {len(items)} HH-RLHF helpful-base conversations ({args.pairs} pairs, chosen
 and rejected), {tokens} tokens in all (max_length {args.max_length}), rendered and tokenised by
 scorers/render.py in every path (tokenisation is inside the timings). {args.rounds} rounds, paths
 interleaved; medians.

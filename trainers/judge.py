@@ -26,6 +26,7 @@ from typing import Any, Sequence
 from rewardsvc.scorers.causal import first_token_ids
 from trainers.data import JudgeExample, judge_example
 from trainers.loop import Task, TrainConfig, Trainer, _f
+from trainers.prm import auroc
 
 _YES = {"yes", "true", "correct", "1", "y"}
 _NO = {"no", "false", "incorrect", "wrong", "0", "n"}
@@ -176,7 +177,7 @@ def encode_judge_examples(prompts: JudgePrompts, ex: JudgeExample, max_length: i
 
 
 class JudgeTask(Task):
-    plot_metrics = ("token_accuracy", "verdict_accuracy")
+    plot_metrics = ("token_accuracy", "verdict_accuracy", "verdict_auroc")
     headline = "eval_verdict_accuracy"
 
     config: JudgeConfig
@@ -246,6 +247,9 @@ class JudgeTask(Task):
 
         examples = sorted(self.eval, key=self.length)
         total_nll, total_tokens, right, counted = 0.0, 0, 0, 0
+        # Binary verdicts (Yes/No, A/B): P(positive) per example, by true label, for AUROC and
+        # balanced accuracy (a judge that always says "no" scores the majority share on accuracy).
+        p_when: dict[bool, list[float]] = {True: [], False: []}
         i = 0
         while i < len(examples):
             j = i + 1
@@ -264,17 +268,23 @@ class JudgeTask(Task):
                 if e.candidates is not None:
                     pos, neg = e.candidates
                     p = torch.softmax(at, -1)
-                    said_positive = float(p[pos].sum()) > float(p[neg].sum())
-                    right += said_positive == e.positive
+                    p_pos, p_neg = float(p[pos].sum()), float(p[neg].sum())
+                    right += (p_pos > p_neg) == e.positive
+                    p_when[e.positive].append(p_pos / (p_pos + p_neg) if p_pos + p_neg > 0 else 0.5)
                 else:
                     right += int(at.argmax()) == e.target[0]
                 counted += 1
             i = j
-        return {
+        out = {
             "eval_loss": total_nll / max(1, total_tokens),
             "eval_verdict_accuracy": right / max(1, counted),
             "eval_examples": counted,
         }
+        if p_when[True] and p_when[False]:
+            recall = [sum((p > 0.5) == label for p in p_when[label]) / len(p_when[label]) for label in (True, False)]
+            out["eval_verdict_balanced_accuracy"] = sum(recall) / 2
+            out["eval_verdict_auroc"] = auroc(p_when[True], p_when[False])
+        return out
 
     def serving_config(self, model_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:
         cfg = self.config
