@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"rewardsvc train {kind}: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(summary))
+    # One write of the whole line: under torchrun every rank shares one stdout pipe, and print()'s
+    # separate write of the newline let two ranks' lines run together ("{...}{...}").
+    sys.stdout.write(json.dumps(summary) + "\n")
+    sys.stdout.flush()
     return EXIT_INTERRUPTED if summary.get("interrupted") else 0
 
 
