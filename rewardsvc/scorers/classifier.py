@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rewardsvc.batching import BatcherConfig, DynamicBatcher
+from rewardsvc.batching import BatcherConfig
 from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import Scorer, option
-from rewardsvc.scorers.batched import batcher_field, failure, make_batcher, run_batched
+from rewardsvc.scorers.batched import batcher_field, failure, run_batched
+from rewardsvc.scorers.encoder_base import EncoderScorer
 from rewardsvc.scorers.render import Encoded, encode_conversation
 from rewardsvc.types import ErrorCode, Item, Result
 
@@ -41,7 +41,7 @@ class ClassifierOptions:
     normalize: bool = option(True, "apply the configured normalize_mean/normalize_std")
 
 
-class ClassifierScorer(Scorer):
+class ClassifierScorer(EncoderScorer):
     kind = "classifier"
     description = (
         "Reward model (sequence classification, one logit): prompt/response as text or chat "
@@ -50,43 +50,19 @@ class ClassifierScorer(Scorer):
     Config = ClassifierConfig
     Options = ClassifierOptions
 
-    def __init__(self, name: str, config: ClassifierConfig) -> None:
-        super().__init__(name, config)
-        self.backend: Any = None
-        self.batcher: DynamicBatcher | None = None
-        # HF fast tokenizers are not safe to call from several threads at once ("Already borrowed").
-        self._tokenizer_lock = threading.Lock()
-        self.max_length = config.max_length
-
     async def start(self, peers: Mapping[str, Scorer]) -> None:
         cfg: ClassifierConfig = self.config
-        if not cfg.model:
-            raise ConfigError(f"scorer {self.name!r}: `model` is required (an HF directory or cache:NAME)")
         if (cfg.normalize_mean is None) != (cfg.normalize_std is None):
             raise ConfigError(f"scorer {self.name!r}: set both normalize_mean and normalize_std, or neither")
         if cfg.normalize_std is not None and not cfg.normalize_std > 0:
             raise ConfigError(f"scorer {self.name!r}: normalize_std must be > 0, got {cfg.normalize_std}")
-        from rewardsvc.backends.encoder import EncoderBackend
-
-        try:
-            self.backend = await asyncio.to_thread(
-                EncoderBackend, cfg.model, "sequence_classification", cfg.device, cfg.dtype, cfg.padding_side
-            )
-        except (ValueError, FileNotFoundError, OSError) as exc:
-            raise ConfigError(f"scorer {self.name!r}: {exc}") from exc
+        await self.load_backend("sequence_classification")
         if self.backend.num_labels != 1:
             raise ConfigError(
                 f"scorer {self.name!r}: {cfg.model} has num_labels={self.backend.num_labels}; a reward "
                 "model has one output (num_labels=1). Train one with `rewardsvc train rm`."
             )
-        if self.backend.max_positions:
-            self.max_length = min(cfg.max_length, self.backend.max_positions)
-        self.batcher = make_batcher(self._forward, cfg.batching, self.backend.device, f"{self.name}-batcher")
-
-    async def close(self) -> None:
-        if self.batcher is not None:
-            await self.batcher.close()
-        self.backend = None
+        self.start_batcher()
 
     def _forward(self, batch: list[list[int]]) -> list[float]:
         return [row[0] for row in self.backend.sequence_logits(batch)]

@@ -16,14 +16,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rewardsvc.batching import BatcherConfig, DynamicBatcher
+from rewardsvc.batching import BatcherConfig
 from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import Scorer, option
-from rewardsvc.scorers.batched import batcher_field, failure, make_batcher, run_batched
+from rewardsvc.scorers.batched import batcher_field, failure, run_batched
+from rewardsvc.scorers.encoder_base import EncoderScorer
 from rewardsvc.scorers.render import (
     DEFAULT_STEP_TAGS,
     STEP_FORMATS,
@@ -99,7 +99,7 @@ def _softmax2(good: float, bad: float) -> float:
     return 1.0 / (1.0 + math.exp(-d)) if d >= 0 else math.exp(d) / (1.0 + math.exp(d))
 
 
-class PRMScorer(Scorer):
+class PRMScorer(EncoderScorer):
     kind = "prm"
     description = (
         "Process reward model: p(good) per step for `steps` (or the response split on a separator) "
@@ -110,52 +110,31 @@ class PRMScorer(Scorer):
 
     def __init__(self, name: str, config: PRMConfig) -> None:
         super().__init__(name, config)
-        self.backend: Any = None
-        self.batcher: DynamicBatcher | None = None
-        # HF fast tokenizers are not safe to call from several threads at once ("Already borrowed").
-        self._tokenizer_lock = threading.Lock()
-        self.max_length = config.max_length
         self.tag = config.step_tag or DEFAULT_STEP_TAGS.get(config.format, "")
         self.vocab_ids: list[int] = []
 
     async def start(self, peers: Mapping[str, Scorer]) -> None:
         cfg: PRMConfig = self.config
         where = f"scorer {self.name!r}"
-        if not cfg.model:
-            raise ConfigError(f"{where}: `model` is required (an HF directory or cache:NAME)")
         if cfg.format not in STEP_FORMATS:
             raise ConfigError(f"{where}: format {cfg.format!r}: use one of {list(STEP_FORMATS)}")
         if cfg.aggregation not in AGGREGATIONS:
             raise ConfigError(f"{where}: aggregation {cfg.aggregation!r}: use one of {list(AGGREGATIONS)}")
         if not cfg.step_separator:
             raise ConfigError(f"{where}: step_separator must not be empty")
-        from rewardsvc.backends.encoder import EncoderBackend
+
+        def read_step_tag_tokens(backend: Any) -> None:
+            if cfg.format == "step_tag":
+                self.vocab_ids = [backend.token_id(cfg.positive_token), backend.token_id(cfg.negative_token)]
 
         task = "lm_logits" if cfg.format == "step_tag" else "token_classification"
-        try:
-            self.backend = await asyncio.to_thread(
-                EncoderBackend, cfg.model, task, cfg.device, cfg.dtype, cfg.padding_side,
-                cfg.trust_remote_code,
-            )
-            if cfg.format == "step_tag":
-                self.vocab_ids = [
-                    self.backend.token_id(cfg.positive_token), self.backend.token_id(cfg.negative_token)
-                ]
-        except (ValueError, FileNotFoundError, OSError) as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
+        await self.load_backend(task, cfg.trust_remote_code, read_step_tag_tokens)
         if task == "token_classification" and self.backend.num_labels not in (1, 2):
             raise ConfigError(
                 f"{where}: {cfg.model} has num_labels={self.backend.num_labels}; a PRM head has 2 labels "
                 "(index 1 = good step) or 1 (sigmoid)"
             )
-        if self.backend.max_positions:
-            self.max_length = min(cfg.max_length, self.backend.max_positions)
-        self.batcher = make_batcher(self._forward, cfg.batching, self.backend.device, f"{self.name}-batcher")
-
-    async def close(self) -> None:
-        if self.batcher is not None:
-            await self.batcher.close()
-        self.backend = None
+        self.start_batcher()
 
     def steps_of(self, item: Item) -> list[str]:
         """The item's steps: `steps` if given, else the response split on the separator."""
