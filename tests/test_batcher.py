@@ -144,8 +144,12 @@ def test_bad_batching_config_names_the_field(field: str, value: float) -> None:
 
 
 def test_scorers_default_the_padding_bound_by_device() -> None:
-    from rewardsvc.batching.batcher import GPU_MAX_BATCH_TOKENS
-    from rewardsvc.scorers.batched import CPU_MAX_BATCH_TOKENS, CPU_MIN_FILL_RATIO, make_batcher
+    from rewardsvc.scorers.batched import (
+        CPU_MAX_BATCH_TOKENS,
+        CPU_MIN_FILL_RATIO,
+        GPU_MAX_BATCH_TOKENS,
+        make_batcher,
+    )
 
     def ident(payloads: list[int]) -> list[int]:
         return payloads

@@ -22,7 +22,7 @@ R = TypeVar("R")
 
 log = logging.getLogger("rewardsvc.batching")
 
-GPU_MAX_BATCH_TOKENS = 16384  # the budget when neither the config nor the scorer sets one
+DEFAULT_MAX_BATCH_TOKENS = 16384  # the budget when neither the config nor the scorer sets one
 
 
 class QueueFullError(RuntimeError):
@@ -149,7 +149,7 @@ class DynamicBatcher(Generic[P, R]):
         lo, hi = start - 1, start + 1
         cfg = self.config
         min_fill = cfg.min_fill_ratio or 0.0
-        budget = cfg.max_batch_tokens or GPU_MAX_BATCH_TOKENS
+        budget = cfg.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS
         while len(batch) < cfg.max_batch_size and (lo >= 0 or hi < len(ordered)):
             cand_hi = ordered[hi] if hi < len(ordered) else None
             cand_lo = ordered[lo] if lo >= 0 else None
@@ -186,7 +186,7 @@ class DynamicBatcher(Generic[P, R]):
             oldest = min((e.enqueued for e in self._queue), default=time.perf_counter())
             wait = self.config.max_wait_ms / 1000 - (time.perf_counter() - oldest)
             queued_tokens = sum(e.cost for e in self._queue)
-            budget = self.config.max_batch_tokens or GPU_MAX_BATCH_TOKENS
+            budget = self.config.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS
             if wait > 0 and len(self._queue) < self.config.max_batch_size and queued_tokens < budget:
                 await asyncio.sleep(wait)
             batch = self._take_batch()

@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rewardsvc.batching import BatcherConfig, DynamicBatcher, QueueFullError
-from rewardsvc.batching.batcher import GPU_MAX_BATCH_TOKENS
 from rewardsvc.types import ErrorCode, Result
 
 
@@ -29,6 +28,7 @@ def batcher_field() -> Any:
 # faster than 16k-token ones (the activations stay in cache). On a GPU a small
 # batch leaves the device idle, so there the batcher fills up to the GPU budget instead.
 CPU_MAX_BATCH_TOKENS = 2048
+GPU_MAX_BATCH_TOKENS = 16384
 CPU_MIN_FILL_RATIO = 0.9
 
 
