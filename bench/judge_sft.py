@@ -48,18 +48,10 @@ def split(tmp: Path, eval_fraction: float, seed: int) -> tuple[Path, Path, list[
 
 
 def metrics(scores: list[float], labels: list[bool]) -> dict[str, float]:
-    from trainers.prm import auroc
+    """The trainer's verdict metrics on served scores (score > 0 = judged correct)."""
+    from trainers.judge import verdict_metrics
 
-    pos = [s for s, y in zip(scores, labels) if y]
-    neg = [s for s, y in zip(scores, labels) if not y]
-    recall_pos = sum(s > 0 for s in pos) / len(pos)
-    recall_neg = sum(s <= 0 for s in neg) / len(neg)
-    return {
-        "accuracy": sum((s > 0) == y for s, y in zip(scores, labels)) / len(labels),
-        "balanced_accuracy": (recall_pos + recall_neg) / 2,
-        "auroc": auroc(pos, neg),
-        "said_yes": sum(s > 0 for s in scores) / len(scores),
-    }
+    return verdict_metrics([s for s, y in zip(scores, labels) if y], [s for s, y in zip(scores, labels) if not y], 0.0)
 
 
 def eval_rows(out_dir: Path) -> list[dict[str, Any]]:
@@ -126,7 +118,7 @@ def main() -> None:
     load_after = os.getloadavg()[0]
     n_pos = sum(labels)
     rows = "\n".join(
-        f"| {k} | {v['accuracy']:.3f} | {v['balanced_accuracy']:.3f} | {v['auroc']:.3f} | {v['said_yes']:.2f} |"
+        f"| {k} | {v['accuracy']:.3f} | {v['balanced_accuracy']:.3f} | {v['auroc']:.3f} | {v['said_positive']:.2f} |"
         for k, v in results.items())
     first, last = trainer_evals[0], trainer_evals[-1]
 

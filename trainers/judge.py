@@ -86,6 +86,21 @@ def normalise_verdict(mode: str, verdict: str, where: str = "row") -> str:
     return str(int(rating))
 
 
+def verdict_metrics(positives: Sequence[float], negatives: Sequence[float], threshold: float) -> dict[str, float]:
+    """Binary-verdict quality from scores of truly positive and truly negative examples (score >
+    threshold = verdict positive): accuracy, balanced accuracy (mean recall of the two classes, so
+    always answering the majority verdict gets 0.5), AUROC, and the share judged positive."""
+    said_pos = sum(x > threshold for x in positives)
+    said_neg = sum(x <= threshold for x in negatives)
+    n = len(positives) + len(negatives)
+    return {
+        "accuracy": (said_pos + said_neg) / n,
+        "balanced_accuracy": (said_pos / len(positives) + said_neg / len(negatives)) / 2,
+        "auroc": auroc(positives, negatives),
+        "said_positive": (said_pos + len(negatives) - said_neg) / n,
+    }
+
+
 class JudgePrompts:
     """The judge scorer's templates and tokenisation, reproduced for training."""
 
@@ -281,9 +296,9 @@ class JudgeTask(Task):
             "eval_examples": counted,
         }
         if p_when[True] and p_when[False]:
-            recall = [sum((p > 0.5) == label for p in p_when[label]) / len(p_when[label]) for label in (True, False)]
-            out["eval_verdict_balanced_accuracy"] = sum(recall) / 2
-            out["eval_verdict_auroc"] = auroc(p_when[True], p_when[False])
+            binary = verdict_metrics(p_when[True], p_when[False], threshold=0.5)
+            out["eval_verdict_balanced_accuracy"] = binary["balanced_accuracy"]
+            out["eval_verdict_auroc"] = binary["auroc"]
         return out
 
     def serving_config(self, model_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:
