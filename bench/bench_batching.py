@@ -54,7 +54,7 @@ def load_items(pairs: int) -> list[Item]:
 
 def pick_model(requested: str | None, tmp: Path) -> tuple[str, str]:
     """(model, label): the trained default RM when present, else MiniLM with a random head."""
-    from rewardsvc.models import resolve_model_path
+    from rewardsvc.model_refs import resolve_model_path
 
     if requested:
         return requested, requested
@@ -168,7 +168,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="don't write bench/RESULTS.md")
     args = ap.parse_args()
 
-    from rewardsvc.backends.encoder import EncoderBackend
+    from rewardsvc.backends.pooling import PoolingBackend
     from support import ServerProcess
 
     load_before = os.getloadavg()[0]
@@ -176,7 +176,7 @@ def main() -> None:
     try:
         model, label = pick_model(args.model, tmp)
         items = load_items(args.pairs)
-        backend = EncoderBackend(model, "sequence_classification", device=args.device)
+        backend = PoolingBackend(model, "sequence_classification", device=args.device)
 
         # (a) is "optimally sized": sweep the token budget on a slice, keep the fastest.
         sweep = {}

@@ -22,8 +22,8 @@ from common import write_section  # noqa: E402
 from support import ServerProcess  # noqa: E402
 
 from rewardsvc.client import RewardClient  # noqa: E402
-from verifiers.math.check import check  # noqa: E402
-from verifiers.math.extract import extract_answer, reference_answer  # noqa: E402
+from rewardsvc.verifiers.math.check import check  # noqa: E402
+from rewardsvc.verifiers.math.extract import extract_answer, reference_answer  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 

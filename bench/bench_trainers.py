@@ -34,7 +34,7 @@ BACKBONE = "bundled:all-minilm-l6-v2"
 
 
 def make_data(tmp: Path, n_train: int, n_eval: int, split_seed: int) -> tuple[Path, Path]:
-    from trainers.data import DATA_DIR, read_jsonl, split_rows
+    from rewardsvc.trainers.examples import DATA_DIR, read_jsonl, split_rows
 
     rows = read_jsonl(DATA_DIR / "hh-rlhf-helpful-base.jsonl.gz")
     train, held = split_rows(rows, 0.15, split_seed)
@@ -47,7 +47,7 @@ def make_data(tmp: Path, n_train: int, n_eval: int, split_seed: int) -> tuple[Pa
 
 
 def run_ours(p: dict) -> dict:
-    from trainers.rm import RMConfig, train_rm
+    from rewardsvc.trainers.rm import RMConfig, train_rm
 
     summary = train_rm(RMConfig(
         model=BACKBONE, output_dir=p["out"], train_file=p["train"], eval_file=p["eval"], max_length=p["max_length"],
@@ -68,9 +68,9 @@ def run_trl(p: dict) -> dict:
     from transformers.utils import logging as hf_logging
     from trl import RewardConfig, RewardTrainer
 
-    from trainers.data import preference_pair, read_jsonl
-    from trainers.loop import resolve_base_model
-    from trainers.rm import encode_pair, evaluate_pairs
+    from rewardsvc.trainers.examples import preference_pair, read_jsonl
+    from rewardsvc.trainers.loop import resolve_base_model
+    from rewardsvc.trainers.rm import encode_pair, evaluate_pairs
 
     hf_logging.set_verbosity_error()
     base = resolve_base_model(BACKBONE)
@@ -126,8 +126,8 @@ def side(name: str, params: dict) -> dict:
 
 def report_defaults(write: bool) -> None:
     """The install-time models' own run summaries (trainers/prepare.py) as a RESULTS.md section."""
-    from rewardsvc.models import cache_dir
-    from trainers.prepare import default_prm_config, default_rm_config
+    from rewardsvc.model_refs import cache_dir
+    from rewardsvc.trainers.prepare import default_prm_config, default_rm_config
 
     lines = []
     for name, make, keys in (

@@ -41,7 +41,7 @@ GSM = DATA / "eval" / "gsm8k-test-model-solutions.jsonl.gz"
 
 
 def model_dir(name: str) -> Path:
-    from rewardsvc.models import cache_dir
+    from rewardsvc.model_refs import cache_dir
 
     return cache_dir() / "models" / name
 
@@ -64,8 +64,8 @@ def served_config(model: str, fallback_type: str) -> tuple[Path, str]:
 
 def heldout_hh() -> Path:
     """The HH-RLHF pairs the default RM held out (same file, fraction and seed as trainers/prepare.py)."""
-    from trainers.data import read_files, split_rows
-    from trainers.prepare import default_rm_config
+    from rewardsvc.trainers.examples import read_files, split_rows
+    from rewardsvc.trainers.prepare import default_rm_config
 
     cfg = default_rm_config(OUT / "unused")
     _, held = split_rows(read_files(cfg.train_file), cfg.eval_fraction, cfg.split_seed)
@@ -77,8 +77,8 @@ def heldout_hh() -> Path:
 
 def heldout_prmbench() -> Path:
     """The PRMBench problems the default PRM held out (grouped by problem, as trainers/prm.py splits)."""
-    from trainers.data import read_files, split_rows
-    from trainers.prepare import default_prm_config
+    from rewardsvc.trainers.examples import read_files, split_rows
+    from rewardsvc.trainers.prepare import default_prm_config
 
     cfg = default_prm_config(OUT / "unused")
 

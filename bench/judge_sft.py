@@ -37,7 +37,7 @@ DATA = REPO / "trainers" / "data" / "gsm8k-judge.jsonl.gz"
 
 def split(tmp: Path, eval_fraction: float, seed: int) -> tuple[Path, Path, list[dict]]:
     """The trainer's split by problem, written out so the held-out rows are known here too."""
-    from trainers.data import read_jsonl, split_rows
+    from rewardsvc.trainers.examples import read_jsonl, split_rows
 
     rows = read_jsonl(DATA)
     train, held = split_rows(rows, eval_fraction, seed, key=lambda r: json.dumps(r.get("prompt"), sort_keys=True))
@@ -49,7 +49,7 @@ def split(tmp: Path, eval_fraction: float, seed: int) -> tuple[Path, Path, list[
 
 def metrics(scores: list[float], labels: list[bool]) -> dict[str, float]:
     """The trainer's verdict metrics on served scores (score > 0 = judged correct)."""
-    from trainers.judge import verdict_metrics
+    from rewardsvc.trainers.judge import verdict_metrics
 
     return verdict_metrics([s for s, y in zip(scores, labels) if y], [s for s, y in zip(scores, labels) if not y], 0.0)
 
@@ -75,7 +75,7 @@ def main() -> None:
     from rewardsvc.client import RewardClient
     from rewardsvc.types import Item
     from support import ServerProcess
-    from trainers.judge import JudgeConfig, train_judge
+    from rewardsvc.trainers.judge import JudgeConfig, train_judge
 
     load_before = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="judge-sft-"))

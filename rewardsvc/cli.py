@@ -108,6 +108,14 @@ def cmd_scorers(args: argparse.Namespace) -> int:
     return 0
 
 
+def plugin_commands() -> dict[str, Any]:
+    """Subcommands other packages add through the `rewardsvc.commands` entry-point group (`train` comes
+    from rewardsvc.trainers), so the service never imports the trainers."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group="rewardsvc.commands")}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rewardsvc", description="Reward models and verifiers behind one gRPC API.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -147,10 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # train/eval own their argument parsing; hand them the rest of the command line.
-    if argv and argv[0] == "train":
-        from trainers.cli import main as train_main
-
-        return train_main(argv[1:])
+    if argv and argv[0] in plugin_commands():
+        return plugin_commands()[argv[0]].load()(argv[1:])
     if argv and argv[0] == "eval":
         from rewardsvc.evaluation.cli import main as eval_main
 

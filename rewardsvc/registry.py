@@ -12,8 +12,8 @@ from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import Scorer
 
 SCORERS: dict[str, str] = {
-    "math": "verifiers.math.scorer:MathScorer",
-    "code": "verifiers.code.scorer:CodeScorer",
+    "math": "rewardsvc.scorers.math:MathScorer",
+    "code": "rewardsvc.scorers.code:CodeScorer",
     "classifier": "rewardsvc.scorers.classifier:ClassifierScorer",
     "prm": "rewardsvc.scorers.prm:PRMScorer",
     "implicit_prm": "rewardsvc.scorers.implicit_prm:ImplicitPRMScorer",

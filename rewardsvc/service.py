@@ -21,7 +21,7 @@ from rewardsvc.registry import scorer_class
 from rewardsvc.scorers.base import Scorer
 from rewardsvc.types import ErrorCode, Item, Result
 
-log = logging.getLogger("rewardsvc.service")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from rewardsvc.models import resolve_model_path
+from rewardsvc.model_refs import resolve_model_path
 
 DATA = Path(__file__).parent / "data" / "encoder"
 

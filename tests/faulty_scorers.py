@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from rewardsvc.batching import BatcherConfig, DynamicBatcher
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.types import ErrorCode, Item, Result
-from verifiers.workerpool import PoolTimeoutError, WorkerCrashedError, WorkerPool
+from rewardsvc.verifiers.workerpool import PoolTimeoutError, WorkerCrashedError, WorkerPool
 
 
 @dataclasses.dataclass

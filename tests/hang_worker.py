@@ -4,7 +4,7 @@ import os
 import signal
 import time
 
-from verifiers.workerpool import serve_jobs
+from rewardsvc.verifiers.workerpool import serve_jobs
 
 
 def handle(job: dict) -> dict:

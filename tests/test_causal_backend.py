@@ -107,7 +107,7 @@ def test_sampled_generation_is_seeded(lm):
 
 def test_gguf_conversion_is_cached():
     from rewardsvc.backends.gguf import converted_dir, model_dir
-    from rewardsvc.models import resolve_model_path
+    from rewardsvc.model_refs import resolve_model_path
 
     gguf = resolve_model_path(SMOLLM)
     assert gguf.suffix == ".gguf"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from verifiers.code.extract import extract_program, fenced_blocks, parse_reference
+from rewardsvc.verifiers.code.extract import extract_program, fenced_blocks, parse_reference
 
 
 def test_last_python_block_wins_over_earlier_and_untagged_blocks() -> None:

@@ -60,9 +60,9 @@ class Case:
 
 
 NOT_PASSED = {"failed", "runtime_error", "timeout", "memory", "output_limit"}
-# Everything but /tmp, which is the sandbox's own (fresh, per run); /judge is the judge's code.
+# Everything but /tmp, which is the sandbox's own (fresh, per run); /harness is the harness's code.
 WRITE_TARGETS = ([str(SENTINEL)] + [str(p) for p in PLANTED if not str(p).startswith("/tmp/")]
-                 + ["/judge/judge.py", "/judge/wire.py", "/usr/lib/python3/x.py", "/x"])
+                 + ["/harness/checker.py", "/harness/frames.py", "/usr/lib/python3/x.py", "/x"])
 POLY_PROMPT = (
     "import math\n\ndef poly(xs: list, x: float):\n    return sum([c * math.pow(x, i) for i, c in enumerate(xs)])\n\n"
     "def f(xs: list):\n    \"\"\"Find x with poly(xs, x) == 0.\"\"\"\n"

@@ -115,7 +115,7 @@ def test_program_objects_generators_exceptions_and_in_place_changes(svc: InProce
         "assert list(count(3)) == [0, 1, 2]",
         "try:\n    positive(-1)\n    raised = False\nexcept ValueError as e:\n    raised = 'negative' in str(e)\nassert raised",
         "xs = [3, 1, 2]\nsort_in_place(xs)\nassert xs == [1, 2, 3]",
-        "assert Node(1) != Node(1)",  # program objects compare by identity on the judge's side
+        "assert Node(1) != Node(1)",  # program objects compare by identity on the harness's side
     ]
     r = one(svc, program, asserts(*tests))
     assert [t["passed"] for t in r.details["tests"]] == [True] * len(tests), r.details
@@ -218,12 +218,12 @@ def test_config_keys_are_checked() -> None:
     with pytest.raises(ConfigError, match="unknown key"):
         parse_config({"scorers": {"code": {"type": "code", "wrokers": 2}}})
     with pytest.raises(ValueError, match="sandbox_uid"):
-        from verifiers.code.scorer import CodeConfig, CodeScorer
+        from rewardsvc.scorers.code import CodeConfig, CodeScorer
 
         CodeScorer("code", CodeConfig(sandbox_uid=7))
 
 
-def test_tests_that_hang_the_judge_hit_the_parents_backstop(svc: InProcessService) -> None:
+def test_tests_that_hang_the_harness_hit_the_parents_backstop(svc: InProcessService) -> None:
     ref = json.dumps({"test": "def check(candidate):\n    while True:\n        pass\n", "entry_point": "f",
                       "timeout_s": 1})
     r = one(svc, "def f():\n    return 1\n", ref)
@@ -250,7 +250,7 @@ def test_a_slot_whose_sandbox_died_is_restarted() -> None:
 
 
 def test_sandbox_uids_are_leased_per_service() -> None:
-    from verifiers.code.uids import lease_uids
+    from rewardsvc.verifiers.code.uids import lease_uids
 
     first = lease_uids(2, UID + 40)
     try:

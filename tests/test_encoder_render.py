@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from encoder_models import read_jsonl, smollm_dir
-from rewardsvc.models import resolve_model_path
+from rewardsvc.model_refs import resolve_model_path
 from rewardsvc.scorers.render import (
     InputTooLongError,
     encode_conversation,

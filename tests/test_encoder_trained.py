@@ -20,7 +20,7 @@ import yaml
 from encoder_models import read_jsonl
 from rewardsvc.client import RewardClient
 from rewardsvc.config import parse_config
-from rewardsvc.models import cache_dir
+from rewardsvc.model_refs import cache_dir
 from rewardsvc.scorers.render import hh_prompt_response
 from rewardsvc.service import ScoringService
 from rewardsvc.types import Item

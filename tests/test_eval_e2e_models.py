@@ -13,7 +13,7 @@ import yaml
 from rewardsvc.evaluation import data as D
 from rewardsvc.evaluation import metrics as M
 from rewardsvc.evaluation.suites import pairs_suite
-from rewardsvc.models import cache_dir
+from rewardsvc.model_refs import cache_dir
 from support import ServerProcess
 from test_eval_e2e_math import DATA, assert_report_files, read_report, run_eval
 

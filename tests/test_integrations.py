@@ -10,7 +10,7 @@ from rewardsvc.client import RewardClient
 
 def test_trl_reward_func_standard_and_conversational(math_server) -> None:
     with RewardClient(math_server.address) as client:
-        f = client.as_trl_reward_func("math")
+        f = integrations.trl_reward_func(client, "math")
         assert f.__name__ == "rewardsvc_math"
         # TRL's call: keyword arguments, dataset columns (here `answer`) as lists.
         rewards = f(prompts=["1+1?", "2+2?", "3+3?"],

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from verifiers.math.extract import extract_answer, last_boxed, reference_answer
+from rewardsvc.verifiers.math.extract import extract_answer, last_boxed, reference_answer
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray Serve tests need the rewardsvc[ray] extra: pip install 'rewardsvc[ray]'")
 serve = pytest.importorskip("ray.serve", reason="Ray Serve tests need ray[serve]: pip install 'rewardsvc[ray]'")
 
-from rewardsvc import wire  # noqa: E402
+from rewardsvc import messages  # noqa: E402
 from rewardsvc.client import AsyncRewardClient, RewardClient, RewardServiceCallError  # noqa: E402
 from rewardsvc.rayserve.app import INGRESS_NAME, free_port  # noqa: E402
 from rewardsvc.types import ErrorCode, Item  # noqa: E402
@@ -162,7 +162,7 @@ def test_same_api_over_ray_composites_errors_auth_health_stream(ray_server: Serv
     with grpc.insecure_channel(ray_server.address) as channel:
         stub = pb_grpc.RewardServiceStub(channel)
         requests = [pb.ScoreRequest(request_id=f"r{k}", scorer="math",
-                                    items=[wire.item_to_pb(Item(**it)) for it in items[k * 4 : k * 4 + 4]])
+                                    items=[messages.item_to_pb(Item(**it)) for it in items[k * 4 : k * 4 + 4]])
                     for k in range(3)]
         responses = list(stub.ScoreStream(iter(requests), metadata=[("authorization", f"Bearer {TOKEN}")], timeout=60))
     by_id = {r.request_id: r for r in responses}

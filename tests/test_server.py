@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from conftest import MATH_CONFIG
-from rewardsvc import wire
+from rewardsvc import messages
 from rewardsvc.client import RewardClient, RewardServiceCallError
 from rewardsvc.types import Item
 from rewardsvc.v1 import reward_pb2 as pb
@@ -60,12 +60,12 @@ def test_stream_answers_each_request_with_its_id_fast_ones_first(math_server) ->
 
             async def requests():
                 yield pb.ScoreRequest(request_id="slow", scorer="math",
-                                      items=[wire.item_to_pb(Item(id="s", response=SLOW, reference="1"))])
+                                      items=[messages.item_to_pb(Item(id="s", response=SLOW, reference="1"))])
                 for i in range(3):
                     yield pb.ScoreRequest(request_id=f"fast{i}", scorer="math",
-                                          items=[wire.item_to_pb(Item(id=str(i), response=f"\\boxed{{{i}}}", reference=str(i)))])
+                                          items=[messages.item_to_pb(Item(id=str(i), response=f"\\boxed{{{i}}}", reference=str(i)))])
                 yield pb.ScoreRequest(request_id="unknown", scorer="nope",
-                                      items=[wire.item_to_pb(Item(id="u", response="1", reference="1"))])
+                                      items=[messages.item_to_pb(Item(id="u", response="1", reference="1"))])
 
             return [r async for r in stub.ScoreStream(requests(), timeout=60)]
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from trainers.cli import parse_args
-from trainers.data import first_error, read_jsonl, split_rows, step_examples
-from trainers.loop import make_batches
-from trainers.prm import process_metrics
+from rewardsvc.trainers.cli import parse_args
+from rewardsvc.trainers.examples import first_error, read_jsonl, split_rows, step_examples
+from rewardsvc.trainers.loop import make_batches
+from rewardsvc.trainers.prm import process_metrics
 
 DATA = Path(__file__).parent / "data" / "trainers"
 HH = DATA / "hh-rlhf-helpful-base-48.jsonl"
@@ -48,7 +48,7 @@ def metrics_rows(out: Path) -> list[dict]:
 def test_bt_loss_matches_the_formula_with_margin_and_centering() -> None:
     import torch
 
-    from trainers.rm import bt_loss
+    from rewardsvc.trainers.rm import bt_loss
 
     rc, rr, m = torch.tensor([1.0, -0.5]), torch.tensor([0.2, 0.5]), torch.tensor([0.3, 0.0])
     expected = -sum(math.log(1 / (1 + math.exp(-(c - r - mm)))) for c, r, mm in [(1.0, 0.2, 0.3), (-0.5, 0.5, 0.0)]) / 2
@@ -136,9 +136,9 @@ def test_cli_flags_override_the_config_file(tmp_path: Path) -> None:
 def test_prm_labels_sit_on_the_scorers_read_positions() -> None:
     from transformers import AutoTokenizer
 
-    from rewardsvc.models import resolve_model_path
+    from rewardsvc.model_refs import resolve_model_path
     from rewardsvc.scorers.render import encode_steps_trl
-    from trainers.prm import encode_step_example
+    from rewardsvc.trainers.prm import encode_step_example
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path("bundled:all-minilm-l6-v2"))
     ex = step_examples(read_jsonl(PRMBENCH)[0])[1]
@@ -159,7 +159,7 @@ def test_prm_labels_sit_on_the_scorers_read_positions() -> None:
 @pytest.fixture(scope="module")
 def rm_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """A 12-step BT run on 48 real HH-RLHF pairs, evaluated on the same pairs before and after."""
-    from trainers.cli import main
+    from rewardsvc.trainers.cli import main
 
     out = tmp_path_factory.mktemp("rm") / "run"
     assert main(rm_args(out, eval_on_start="true", eval_steps=6, plot="true", max_eval_examples=0)) == 0
@@ -203,7 +203,7 @@ def test_resumed_run_continues_from_its_step_to_the_same_weights(tmp_path: Path)
     import torch
     from safetensors.torch import load_file
 
-    from trainers.cli import main
+    from rewardsvc.trainers.cli import main
 
     full = tmp_path / "full"
     assert main(rm_args(full, max_steps=4, save_steps=2, batch_size=4, max_length=64)) == 0
@@ -223,10 +223,10 @@ def test_resumed_run_continues_from_its_step_to_the_same_weights(tmp_path: Path)
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # real training on 2 shared cores
 def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_path: Path) -> None:
-    from trainers.cli import main
+    from rewardsvc.trainers.cli import main
 
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "trainers.cli", *rm_args(out, max_steps=1000, batch_size=2, max_length=48)]
+    cmd = [sys.executable, "-m", "rewardsvc.trainers.cli", *rm_args(out, max_steps=1000, batch_size=2, max_length=48)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
@@ -252,7 +252,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_path: Path) -
 
 
 def test_fresh_run_refuses_to_overwrite_checkpoints(tmp_path: Path) -> None:
-    from trainers.cli import main
+    from rewardsvc.trainers.cli import main
 
     out = tmp_path / "x"
     (out / "checkpoints" / "step-000001").mkdir(parents=True)
@@ -270,8 +270,8 @@ def test_served_rm_checkpoint_scores_equal_in_process_scores(rm_run: tuple[Path,
     from rewardsvc.client import RewardClient
     from rewardsvc.types import Item, Message
     from support import ServerProcess
-    from trainers.data import preference_pair
-    from trainers.rm import encode_pair, load_reward_model, score_sequences
+    from rewardsvc.trainers.examples import preference_pair
+    from rewardsvc.trainers.rm import encode_pair, load_reward_model, score_sequences
 
     out, summary = rm_run
     config = yaml.safe_load((out / "rewardsvc.yaml").read_text())
@@ -302,7 +302,7 @@ def test_runs_unchanged_under_torchrun_ddp(tmp_path: Path) -> None:
     """Two gloo ranks on CPU (the NCCL path differs only in backend and device)."""
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "trainers.cli", *rm_args(out, max_steps=2, batch_size=2, max_length=48, save_steps=2)]
+           "-m", "rewardsvc.trainers.cli", *rm_args(out, max_steps=2, batch_size=2, max_length=48, save_steps=2)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -316,11 +316,11 @@ def test_runs_unchanged_under_torchrun_ddp(tmp_path: Path) -> None:
 
 def test_prepare_step_is_registered_and_retrains_only_when_the_recipe_changed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rewardsvc.prepare import STEPS
-    from trainers import prepare
-    from trainers.loop import config_dict, dump_yaml
+    from rewardsvc.prepare import steps
+    from rewardsvc.trainers import prepare
+    from rewardsvc.trainers.loop import config_dict, dump_yaml
 
-    assert "trainers.prepare:prepare_default_models" in STEPS
+    assert "rewardsvc.trainers.prepare:prepare_default_models" in steps()
     monkeypatch.setenv("REWARDSVC_CACHE", str(tmp_path))
     target = tmp_path / "models" / "default-rm"
     calls = []

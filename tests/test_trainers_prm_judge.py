@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from trainers.data import judge_example, read_jsonl, step_examples
+from rewardsvc.trainers.examples import judge_example, read_jsonl, step_examples
 
 DATA = Path(__file__).parent / "data" / "trainers"
 PRMBENCH = DATA / "prmbench-train-24.jsonl"
@@ -31,8 +31,8 @@ def test_prm_run_reports_first_error_f1_and_its_checkpoint_is_served(tmp_path: P
     from rewardsvc.client import RewardClient
     from rewardsvc.types import Item
     from support import ServerProcess
-    from trainers.cli import main
-    from trainers.prm import encode_step_example, load_prm, step_probabilities
+    from rewardsvc.trainers.cli import main
+    from rewardsvc.trainers.prm import encode_step_example, load_prm, step_probabilities
 
     out = tmp_path / "prm"
     assert main(["prm", "--train-file", str(PRMBENCH), "--eval-fraction", "0.25", "--output-dir", str(out),
@@ -80,7 +80,7 @@ def smollm_tokenizer() -> object:
 def test_judge_inputs_are_the_scorers_and_only_the_verdict_is_learnt(smollm_tokenizer: object) -> None:
     from rewardsvc.scorers.judge import JudgeConfig as ScorerConfig
     from rewardsvc.scorers.judge import JudgeScorer
-    from trainers.judge import JudgeConfig, JudgePrompts, JudgeTask, encode_judge_examples
+    from rewardsvc.trainers.judge import JudgeConfig, JudgePrompts, JudgeTask, encode_judge_examples
 
     tok = smollm_tokenizer
     prompts = JudgePrompts(tok, JudgeConfig())
@@ -126,8 +126,8 @@ def test_judge_sft_lowers_the_verdict_loss_and_the_judge_scorer_reads_the_traine
     from rewardsvc.config import parse_config
     from rewardsvc.service import ScoringService
     from rewardsvc.types import Item
-    from trainers.cli import main
-    from trainers.judge import JudgeConfig, JudgePrompts, encode_judge_examples
+    from rewardsvc.trainers.cli import main
+    from rewardsvc.trainers.judge import JudgeConfig, JudgePrompts, encode_judge_examples
 
     subset = tmp_path / "judge.jsonl"
     rows = read_jsonl(JUDGE)[:2]

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from verifiers.workerpool import PoolFullError, PoolTimeoutError, WorkerCrashedError, WorkerPool
+from rewardsvc.verifiers.workerpool import PoolFullError, PoolTimeoutError, WorkerCrashedError, WorkerPool
 
 
 def run(coro):

@@ -19,9 +19,9 @@ import yaml
 from rewardsvc.dataclass_dict import from_dict
 
 TRAINERS = {
-    "rm": ("trainers.rm", "RMConfig", "train_rm", "Bradley-Terry reward model (sequence classification)"),
-    "prm": ("trainers.prm", "PRMConfig", "train_prm", "process reward model (token classification at step separators)"),
-    "judge": ("trainers.judge", "JudgeConfig", "train_judge", "generative judge (SFT, loss on verdict/critique tokens)"),
+    "rm": ("rewardsvc.trainers.rm", "RMConfig", "train_rm", "Bradley-Terry reward model (sequence classification)"),
+    "prm": ("rewardsvc.trainers.prm", "PRMConfig", "train_prm", "process reward model (token classification at step separators)"),
+    "judge": ("rewardsvc.trainers.judge", "JudgeConfig", "train_judge", "generative judge (SFT, loss on verdict/critique tokens)"),
 }
 
 EXIT_INTERRUPTED = 130

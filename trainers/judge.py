@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rewardsvc.scorers.causal import first_token_ids
-from trainers.data import JudgeExample, judge_example
-from trainers.loop import Task, TrainConfig, Trainer, _f
-from trainers.prm import auroc
+from rewardsvc.trainers.examples import JudgeExample, judge_example
+from rewardsvc.trainers.loop import Task, TrainConfig, Trainer, _f
+from rewardsvc.trainers.prm import auroc
 
 _YES = {"yes", "true", "correct", "1", "y"}
 _NO = {"no", "false", "incorrect", "wrong", "0", "n"}

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import yaml
 
-log = logging.getLogger("trainers")
+log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -101,7 +101,7 @@ class Task(abc.ABC):
     def read_split(self, key: Any = None) -> tuple[list[Any], list[Any]]:
         """(train rows, held-out rows): eval_file, else the fixed-seed split of train_file (groups
         `key(row)` kept on one side); max_train_examples is a seeded sample, max_eval_examples a head."""
-        from trainers.data import read_files, split_rows
+        from rewardsvc.trainers.examples import read_files, split_rows
 
         cfg = self.config
         rows = read_files(cfg.train_file)

@@ -17,15 +17,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from trainers.data import DATA_DIR
+from rewardsvc.trainers.examples import DATA_DIR
 
-log = logging.getLogger("trainers.prepare")
+log = logging.getLogger(__name__)
 
 DONE = "results.json"  # written last by the trainer: its presence means the model is complete
 
 
 def default_rm_config(output_dir: Path) -> Any:
-    from trainers.rm import RMConfig
+    from rewardsvc.trainers.rm import RMConfig
 
     return RMConfig(
         model="bundled:all-minilm-l6-v2",
@@ -46,7 +46,7 @@ def default_rm_config(output_dir: Path) -> Any:
 
 
 def default_prm_config(output_dir: Path) -> Any:
-    from trainers.prm import PRMConfig
+    from rewardsvc.trainers.prm import PRMConfig
 
     return PRMConfig(
         model="bundled:all-minilm-l6-v2",
@@ -98,7 +98,7 @@ def _prepare(name: str, make_config: Callable[[Path], Any], train: Callable[[Any
              headline: str) -> Path:
     from filelock import FileLock
 
-    from rewardsvc.models import cache_dir
+    from rewardsvc.model_refs import cache_dir
 
     target = cache_dir() / "models" / name
     config = make_config(target)
@@ -125,13 +125,13 @@ def _prepare(name: str, make_config: Callable[[Path], Any], train: Callable[[Any
 
 
 def prepare_default_rm() -> Path:
-    from trainers.rm import train_rm
+    from rewardsvc.trainers.rm import train_rm
 
     return _prepare("default-rm", default_rm_config, train_rm, "eval_accuracy")
 
 
 def prepare_default_prm() -> Path:
-    from trainers.prm import train_prm
+    from rewardsvc.trainers.prm import train_prm
 
     return _prepare("default-prm", default_prm_config, train_prm, "eval_first_error_f1")
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from trainers.data import InconsistentRowError, StepExample, first_error, step_examples
-from trainers.loop import Task, TrainConfig, Trainer, _f
-from trainers.rm import pad_batch
+from rewardsvc.trainers.examples import InconsistentRowError, StepExample, first_error, step_examples
+from rewardsvc.trainers.loop import Task, TrainConfig, Trainer, _f
+from rewardsvc.trainers.rm import pad_batch
 
-log = logging.getLogger("trainers")
+log = logging.getLogger(__name__)
 
 LABEL_NAMES = {0: "wrong", 1: "correct"}
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from trainers.data import Pair, preference_pair
-from trainers.loop import Task, TrainConfig, Trainer, _f
+from rewardsvc.trainers.examples import Pair, preference_pair
+from rewardsvc.trainers.loop import Task, TrainConfig, Trainer, _f
 
 
 @dataclass

@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger("rewardsvc.workerpool")
+log = logging.getLogger(__name__)
 
 _LINE_LIMIT = 8 << 20
 MEMORY_ENV = "REWARDSVC_WORKER_MEMORY_MB"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-log = logging.getLogger("rewardsvc.backends.causal_lm")
+log = logging.getLogger(__name__)
 
 Padding = Literal["left", "right"]
 _LOGIT_CHUNK = 512  # positions per lm_head call: bounds the [positions, vocab] tensor

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from rewardsvc.models import BUNDLED, bundled_path, cache_dir, resolve_model_path
+from rewardsvc.model_refs import BUNDLED, bundled_path, cache_dir, resolve_model_path
 
-log = logging.getLogger("rewardsvc.backends.gguf")
+log = logging.getLogger(__name__)
 
 _DONE = "rewardsvc-converted.txt"
 

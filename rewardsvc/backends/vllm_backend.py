@@ -18,7 +18,7 @@ from typing import Any
 
 from rewardsvc.backends.causal_lm import GenerateRequest, LogprobRequest, LogprobResult, Padding
 
-log = logging.getLogger("rewardsvc.backends.vllm")
+log = logging.getLogger(__name__)
 
 
 def vllm_unavailable_reason() -> str | None:

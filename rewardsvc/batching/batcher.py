@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 P = TypeVar("P")
 R = TypeVar("R")
 
-log = logging.getLogger("rewardsvc.batching")
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH_TOKENS = 16384  # the budget when neither the config nor the scorer sets one
 

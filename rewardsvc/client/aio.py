@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rewardsvc import wire
+from rewardsvc import messages
 from rewardsvc.types import Item, Result, item_from_dict
 from rewardsvc.v1 import reward_pb2 as pb
 from rewardsvc.v1 import reward_pb2_grpc as pb_grpc
@@ -186,7 +186,7 @@ class AsyncRewardClient:
         typed = [as_item(x, i) for i, x in enumerate(items)]
         if not typed:
             return []
-        struct = wire.options_to_struct(options)
+        struct = messages.options_to_struct(options)
         chunks = [typed[i : i + self.chunk_size] for i in range(0, len(typed), self.chunk_size)]
         gate = asyncio.Semaphore(self.max_in_flight)
         timeout = self.timeout_s if timeout_s is None else timeout_s
@@ -196,7 +196,7 @@ class AsyncRewardClient:
                 request = pb.ScoreRequest(
                     request_id=uuid.uuid4().hex,
                     scorer=scorer,
-                    items=[wire.item_to_pb(it) for it in chunk],
+                    items=[messages.item_to_pb(it) for it in chunk],
                     options=struct,
                 )
                 response = await self._call(request, timeout)
@@ -205,7 +205,7 @@ class AsyncRewardClient:
                     grpc.StatusCode.INTERNAL,
                     f"server returned {len(response.results)} results for {len(chunk)} items",
                 )
-            return [wire.result_from_pb(r) for r in response.results]
+            return [messages.result_from_pb(r) for r in response.results]
 
         parts = await asyncio.gather(*(one(c) for c in chunks))
         return [r for part in parts for r in part]

@@ -48,12 +48,6 @@ class RewardClient:
     def wait_ready(self, timeout_s: float = 120.0) -> None:
         self._run(self._aio.wait_ready(timeout_s))
 
-    def as_trl_reward_func(self, scorer: str, **kwargs: Any) -> Callable[..., list[float | None]]:
-        """A TRL GRPOTrainer reward function scoring with `scorer` (see rewardsvc.integrations)."""
-        from rewardsvc.integrations import trl_reward_func
-
-        return trl_reward_func(self, scorer, **kwargs)
-
     def close(self) -> None:
         if self._loop.is_closed():
             return

@@ -42,7 +42,7 @@ from rewardsvc.service import ScoreTiming, ScoringService
 from rewardsvc.types import Item, Result
 from rewardsvc.v1 import reward_pb2 as pb
 
-log = logging.getLogger("rewardsvc.rayserve")
+log = logging.getLogger(__name__)
 
 # Ray's gRPC proxy routes these services' methods to the ingress deployment's methods of the same name.
 SERVICER_FUNCTIONS = [

@@ -17,7 +17,7 @@ from rewardsvc.batching import BatcherConfig
 from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.scorers.batched import batcher_field, failure, run_batched
-from rewardsvc.scorers.encoder_base import EncoderScorer
+from rewardsvc.scorers.pooling import PoolingScorer
 from rewardsvc.scorers.render import Encoded, encode_conversation
 from rewardsvc.types import ErrorCode, Item, Result
 
@@ -41,7 +41,7 @@ class ClassifierOptions:
     normalize: bool = option(True, "apply the configured normalize_mean/normalize_std")
 
 
-class ClassifierScorer(EncoderScorer):
+class ClassifierScorer(PoolingScorer):
     kind = "classifier"
     description = (
         "Reward model (sequence classification, one logit): prompt/response as text or chat "

@@ -27,7 +27,7 @@ from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.scorers.batched import failure
 from rewardsvc.scorers.causal import MARK, CausalLMConfig, CausalLMScorer, TooLongError, group_key
 from rewardsvc.types import ErrorCode, Item, Result
-from verifiers.math.extract import last_boxed_span
+from rewardsvc.verifiers.math.extract import last_boxed_span
 
 VARIANTS = ("crew_mean", "crew_min", "p_true", "reference_prob")
 

@@ -23,7 +23,7 @@ from rewardsvc.batching import BatcherConfig
 from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.scorers.batched import batcher_field, failure, run_batched
-from rewardsvc.scorers.encoder_base import EncoderScorer
+from rewardsvc.scorers.pooling import PoolingScorer
 from rewardsvc.scorers.render import (
     DEFAULT_STEP_TAGS,
     STEP_FORMATS,
@@ -99,7 +99,7 @@ def _softmax2(good: float, bad: float) -> float:
     return 1.0 / (1.0 + math.exp(-d)) if d >= 0 else math.exp(d) / (1.0 + math.exp(d))
 
 
-class PRMScorer(EncoderScorer):
+class PRMScorer(PoolingScorer):
     kind = "prm"
     description = (
         "Process reward model: p(good) per step for `steps` (or the response split on a separator) "

@@ -15,17 +15,17 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from rewardsvc import wire
+from rewardsvc import messages
 from rewardsvc.config import Config, ServerConfig
 from rewardsvc.errors import ConfigError, RewardServiceError
 from rewardsvc.server.auth import BearerTokenInterceptor, load_token
-from rewardsvc.server.metrics import Metrics
+from rewardsvc.server.prometheus import Metrics
 from rewardsvc.service import ScoringService
 from rewardsvc.types import ErrorCode, Result
 from rewardsvc.v1 import reward_pb2 as pb
 from rewardsvc.v1 import reward_pb2_grpc as pb_grpc
 
-log = logging.getLogger("rewardsvc.server")
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RewardService"].full_name
 
@@ -54,8 +54,8 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
         # Only scorer names that exist become metric labels, so clients can't blow up cardinality.
         label = request.scorer if request.scorer in self.service.scorers else "unknown"
         try:
-            items = [wire.item_from_pb(i) for i in request.items]
-            options = wire.options_from_struct(request.options)
+            items = [messages.item_from_pb(i) for i in request.items]
+            options = messages.options_from_struct(request.options)
             results, timing = await self.service.score_timed(request.scorer, items, options)
             for r in results:
                 if r.error is not None:
@@ -84,7 +84,7 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
         return pb.ScoreResponse(
             request_id=request.request_id,
             scorer=request.scorer,
-            results=[wire.result_to_pb(r) for r in results],
+            results=[messages.result_to_pb(r) for r in results],
             metadata=pb.ScoreMetadata(
                 items=len(results), queue_time_ns=timing.queue_time_ns, compute_time_ns=timing.compute_time_ns
             ),
@@ -117,7 +117,7 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
                 response = pb.ScoreResponse(
                     request_id=request.request_id,
                     scorer=request.scorer,
-                    results=[wire.result_to_pb(Result.failed(i.id, code, msg)) for i in request.items],
+                    results=[messages.result_to_pb(Result.failed(i.id, code, msg)) for i in request.items],
                 )
             await out.put(response)
 

@@ -1,13 +1,13 @@
 """Sandbox slots: one bubblewrap sandbox with a zygote per slot, one fresh namespace set per run.
 
 A slot's sandbox (started once): new user/net/uts/cgroup namespaces, read-only /usr, interpreter and
-judge, no /proc, an empty environment, a non-root host uid of its own (so RLIMIT_NPROC counts this
+harness, no /proc, an empty environment, a non-root host uid of its own (so RLIMIT_NPROC counts this
 slot only), its own cgroup v1 memory + pids group when available, and a seccomp filter; inside it
-the zygote (judge/zygote.py), which holds CAP_SYS_ADMIN in that user namespace only.
+the zygote (harness/zygote.py), which holds CAP_SYS_ADMIN in that user namespace only.
 
 Each run: the zygote forks it into new pid/mount/ipc namespaces with a fresh size-capped /tmp and
 /dev/shm, drops every capability, sets no_new_privs and the strict seccomp filter, and runs the
-judge as pid 1 of the new pid namespace. The run ends when that pid 1 exits or is killed, and the
+harness as pid 1 of the new pid namespace. The run ends when that pid 1 exits or is killed, and the
 kernel takes every process of the run with it (setsid daemons included). If the zygote ever fails
 to end a run, the slot is torn down as a whole (every process of its cgroup, else of its uid).
 """
@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("rewardsvc.code")
+log = logging.getLogger(__name__)
 
-JUDGE_SOURCES = Path(__file__).with_name("judge")
-# The judge writes this byte first: an empty results pipe means the judge never started.
+HARNESS_SOURCES = Path(__file__).with_name("harness")
+# The harness writes this byte first: an empty results pipe means the harness never started.
 READY_MARK = b"+"
 _REPORT_LIMIT = 64 << 20
 _MB = 1 << 20
@@ -43,7 +43,7 @@ class SandboxSettings:
     """How sandboxes are built; fixed for the scorer's lifetime."""
 
     python: str
-    judge_dir: str
+    harness_dir: str
     isolated: bool = True
     bwrap: str = "bwrap"
     drop_uid: bool = True  # the service is root: run each slot as its own unprivileged uid
@@ -63,7 +63,7 @@ class RunLimits:
     max_open_files: int
     max_file_bytes: int
 
-    def judge_limits(self) -> dict[str, Any]:
+    def harness_limits(self) -> dict[str, Any]:
         return {"memory_mb": self.memory_mb, "cpu_s": self.timeout_s, "max_file_bytes": self.max_file_bytes,
                 "max_open_files": self.max_open_files, "max_processes": self.max_processes}
 
@@ -81,7 +81,7 @@ class Slot:
 class RunOutcome:
     report: dict[str, Any] | None = None
     killed: str | None = None  # "timeout" | "output_limit" | "report_limit" when the parent ended the run
-    judge_started: bool = False
+    harness_started: bool = False
     problem: str = ""  # why there is no valid report
     exit_code: int | None = None
     stdout_tail: bytes = b""
@@ -214,16 +214,16 @@ def cgroups_available() -> bool:
         return False
 
 
-def install_judge(python: str) -> str:
-    """Copy the judge into a private, world-readable directory and precompile it for `python`.
+def install_harness(python: str) -> str:
+    """Copy the harness into a private, world-readable directory and precompile it for `python`.
 
     The sandbox's unprivileged uid must be able to read it, and the package may live where it can't
-    (e.g. under /root); compiled once here, each run skips compiling the judge.
+    (e.g. under /root); compiled once here, each run skips compiling the harness.
     """
-    _remove_stale_judges()
-    target = tempfile.mkdtemp(prefix=f"rewardsvc-judge-{os.getpid()}-")
+    _remove_stale_harnesses()
+    target = tempfile.mkdtemp(prefix=f"rewardsvc-harness-{os.getpid()}-")
     os.chmod(target, 0o755)
-    for src in JUDGE_SOURCES.glob("*.py"):
+    for src in HARNESS_SOURCES.glob("*.py"):
         dst = Path(target) / src.name
         shutil.copyfile(src, dst)
         os.chmod(dst, 0o644)
@@ -237,10 +237,10 @@ def install_judge(python: str) -> str:
     return target
 
 
-def _remove_stale_judges() -> None:
-    """Judge copies left by services that died (named `rewardsvc-judge-<pid>-...`)."""
-    for d in Path(tempfile.gettempdir()).glob("rewardsvc-judge-*"):
-        owner = d.name[len("rewardsvc-judge-"):].split("-", 1)[0]
+def _remove_stale_harnesses() -> None:
+    """Harness copies left by services that died (named `rewardsvc-harness-<pid>-...`)."""
+    for d in Path(tempfile.gettempdir()).glob("rewardsvc-harness-*"):
+        owner = d.name[len("rewardsvc-harness-"):].split("-", 1)[0]
         if owner.isdigit() and not Path(f"/proc/{owner}").exists():
             shutil.rmtree(d, ignore_errors=True)
 
@@ -273,8 +273,8 @@ def _root_links() -> list[str]:
 def build_command(settings: SandboxSettings, slot: Slot, ctl_fd: int, bpf_fd: int | None,
                   strict_fd: int | None, workdir: str) -> list[str]:
     """The command that starts a slot's zygote."""
-    judge_dir = "/judge" if settings.isolated else settings.judge_dir
-    boot = f"import sys;sys.path.insert(0,{judge_dir!r});import zygote;zygote.main()"
+    harness_dir = "/harness" if settings.isolated else settings.harness_dir
+    boot = f"import sys;sys.path.insert(0,{harness_dir!r});import zygote;zygote.main()"
     args = [settings.python, "-I", "-S", "-B", "-c", boot, str(ctl_fd),
             "isolated" if settings.isolated else "unsafe", str(strict_fd if strict_fd is not None else -1), workdir]
     if not settings.isolated:
@@ -291,7 +291,7 @@ def build_command(settings: SandboxSettings, slot: Slot, ctl_fd: int, bpf_fd: in
             "--ro-bind", "/usr", "/usr", *_root_links()]
     for path in settings.python_binds:
         cmd += ["--ro-bind", path, path]
-    cmd += ["--ro-bind", settings.judge_dir, "/judge",
+    cmd += ["--ro-bind", settings.harness_dir, "/harness",
             "--dev", "/dev", "--size", str(_MB), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
             "--size", str(_MB), "--tmpfs", "/tmp", "--remount-ro", "/",
             "--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/bin:/bin",
@@ -380,7 +380,7 @@ class _Run:
                 continue
             except BlockingIOError:
                 pass
-            except OSError:  # the judge is gone; the report (or its absence) tells the rest
+            except OSError:  # the harness is gone; the report (or its absence) tells the rest
                 break
             writable.clear()
             self.loop.add_writer(fd, writable.set)
@@ -560,7 +560,7 @@ class Zygote:
 
     # -- runs -----------------------------------------------------------------------------------
     async def run(self, payload: dict[str, Any], limits: RunLimits) -> RunOutcome:
-        """One judge run in fresh namespaces. Kills it at the backstop deadline, on an output flood,
+        """One harness run in fresh namespaces. Kills it at the backstop deadline, on an output flood,
         and on cancellation (then waits for it to be gone before propagating)."""
         import json
 
@@ -570,7 +570,7 @@ class Zygote:
         self._next_id += 1
         run_id = self._next_id
         nonce = secrets.token_hex(16)
-        body = json.dumps({**payload, "nonce": nonce, "limits": limits.judge_limits(),
+        body = json.dumps({**payload, "nonce": nonce, "limits": limits.harness_limits(),
                            "timeout_s": limits.timeout_s, "max_output_bytes": limits.max_output_bytes},
                           ensure_ascii=True).encode("ascii")
         workdir = None if self.settings.isolated else tempfile.mkdtemp(prefix="rewardsvc-unsafe-")
@@ -606,7 +606,7 @@ class Zygote:
         run.watch(pipes[3][0], run.on_report)
         status = None
         try:
-            # The judge enforces timeout_s itself and reports partial results; this is the backstop.
+            # The harness enforces timeout_s itself and reports partial results; this is the backstop.
             backstop = limits.timeout_s + 2.0 + 0.1 * limits.timeout_s
             try:
                 status = await asyncio.wait_for(self._finish(run, body, done), timeout=backstop)
@@ -685,25 +685,25 @@ def kill_slot(slot: Slot) -> None:
 
 
 def _cgroup_bytes(memory_mb: int, tmp_mb: int) -> int:
-    # The program's address space, its /tmp pages, and room for the zygote, judge and runner.
+    # The program's address space, its /tmp pages, and room for the zygote, harness and runner.
     return (memory_mb + tmp_mb + 256) * _MB
 
 
 def _read_report(data: bytes, nonce: str, outcome: RunOutcome) -> None:
     import json
 
-    outcome.judge_started = data.startswith(READY_MARK)
-    if not outcome.judge_started:
-        outcome.problem = "the judge did not start"
+    outcome.harness_started = data.startswith(READY_MARK)
+    if not outcome.harness_started:
+        outcome.problem = "the harness did not start"
         return
     body = data[len(READY_MARK):]
     if not body:
-        outcome.problem = "the sandbox ended without a report (the program killed the judge?)"
+        outcome.problem = "the sandbox ended without a report (the program killed the harness?)"
         return
     try:
         report = json.loads(body)
     except ValueError:
-        outcome.problem = "the judge's report is incomplete (the judge was killed while writing it?)"
+        outcome.problem = "the harness's report is incomplete (the harness was killed while writing it?)"
         return
     if not isinstance(report, dict) or not secrets.compare_digest(str(report.get("nonce", "")), nonce):
         outcome.problem = "the report does not carry this run's nonce"
@@ -737,5 +737,5 @@ def log_unsafe(name: str) -> None:
 
 __all__ = ["SandboxSettings", "RunLimits", "Slot", "RunOutcome", "SlotCgroup", "Zygote",
            "kill_slot", "remove_stale_cgroups",
-           "build_command", "install_judge", "python_binds", "cgroups_available", "process_uids_alive",
+           "build_command", "install_harness", "python_binds", "cgroups_available", "process_uids_alive",
            "log_unsafe"]

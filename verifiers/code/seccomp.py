@@ -16,7 +16,7 @@ import tempfile
 DENIED: tuple[str, ...] = (
     # network: no sockets at all (pipes stay available); the net namespace is empty anyway
     "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
-    # other processes' memory, and the judge's: the verdict's secrecy relies on these being gone
+    # other processes' memory, and the harness's: the verdict's secrecy relies on these being gone
     "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd", "process_madvise",
     # filesystem and namespace manipulation
     "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "mount_setattr", "move_mount",

@@ -1,7 +1,7 @@
 """Equivalence check of two answers with math-verify (sympy); runs inside a worker process.
 
 math-verify's own timeouts use SIGALRM, which only works in a process's main thread: that is why
-this runs in `verifiers.math.worker`, never in the server process.
+this runs in `rewardsvc.verifiers.math.worker`, never in the server process.
 """
 
 from __future__ import annotations

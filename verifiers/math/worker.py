@@ -1,15 +1,15 @@
-"""Math check worker process: `python -m verifiers.math.worker` (started by the math scorer's pool)."""
+"""Math check worker process: `python -m rewardsvc.verifiers.math.worker` (started by the math scorer's pool)."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any
 
-from verifiers.workerpool import serve_jobs
+from rewardsvc.verifiers.workerpool import serve_jobs
 
 
 def handle(job: dict[str, Any]) -> dict[str, Any]:
-    from verifiers.math.check import check
+    from rewardsvc.verifiers.math.check import check
 
     try:
         return check(job["gold"], job["pred"], job.get("timeout_s", 3))

@@ -1,4 +1,4 @@
-"""The judge: pid 1 of a run's namespace; runs the program in a separate runner and decides each test.
+"""The harness: pid 1 of a run's namespace; runs the program in a separate runner and decides each test.
 
 The zygote calls `serve(3, "/tmp")` in each run's fresh pid 1 (see zygote.py). stdin carries one
 JSON payload (program, tests, limits, nonce); fd 3 gets one report, written once, after every test
@@ -8,10 +8,10 @@ the parent reads and caps.
 Why the program can't forge a pass:
 - The program never runs in this process. In the function styles it runs in the runner, forked
   before the payload (and the nonce in it) was read, so the runner's memory holds no secret; the
-  runner gets the program's source over a pipe and answers requests (runner.py). In the
+  runner gets the program's source over a pipe and answers requests (executor.py). In the
   stdin/stdout style each case is a fresh interpreter (exec) that gets only its source and input.
-- The tests run here, on values decoded by wire.Decoder: exact builtin types or opaque proxies
-  that compare by identity (link.py), never the program's objects. An always-equal `__eq__`, a
+- The tests run here, on values decoded by frames.Decoder: exact builtin types or opaque proxies
+  that compare by identity (remote.py), never the program's objects. An always-equal `__eq__`, a
   patched `unittest`, a monkeypatched builtin or module in the runner changes nothing here; names
   the tests rely on (builtins, stdlib modules, the prompt's helper functions) are this process's
   own, not the program's.
@@ -30,17 +30,17 @@ import resource
 import sys
 import time
 
-import wire
-from cases import CaseRunner
-from link import _STDLIB, JudgeAbort, Link
+import frames
+from stdio_cases import CaseRunner
+from remote import _STDLIB, HarnessAbort, Link
 from program import (_NAME_LIMIT, Recorder, _clip, _parse, _referenced_names, _top_level_names,
                      compose_program, describe, split_check)
-from wire import write_all
+from frames import write_all
 
 _BUILTIN_NAMES = frozenset(dir(builtins))
 
 
-class Judge:
+class Harness:
     def __init__(self, payload: dict, link: Link | None, workdir: str) -> None:
         self.p = payload
         self.link = link
@@ -66,7 +66,7 @@ class Judge:
         try:
             # Only the names the tests mention come back: no decoding (or importing) of the rest.
             names = link.request("exec", source=program, name="solution", want=sorted(self.wanted))
-        except JudgeAbort as abort:
+        except HarnessAbort as abort:
             self._load_failed(recorder, f"{abort.reason}: {abort.detail}", abort)
             return
         except Exception as exc:
@@ -78,7 +78,7 @@ class Judge:
                 self._run_check(namespace, test_code, recorder)
             else:
                 self._run_asserts(namespace, test_code, recorder)
-        except JudgeAbort as abort:
+        except HarnessAbort as abort:
             recorder.fill(f"{abort.reason}: {abort.detail}")
             self._aborted(abort)
         self.report["tests"] = recorder.tests()
@@ -114,7 +114,7 @@ class Judge:
         entry = self.p.get("entry_point")
         ns: dict = {"__name__": "__test__", "__builtins__": builtins}
         for name, value in names.items():
-            if type(name) is not str or name == "__judge__":
+            if type(name) is not str or name == "__harness__":
                 continue
             if name != entry and name in _BUILTIN_NAMES:
                 continue
@@ -139,10 +139,10 @@ class Judge:
         code, split = test_code
         entry = self.p["entry_point"]
         program_check = ns.get("check")
-        ns["__judge__"] = recorder
+        ns["__harness__"] = recorder
         try:
             exec(code, ns)
-        except JudgeAbort:
+        except HarnessAbort:
             raise
         except Exception as exc:
             recorder.fill(f"the test code failed before any test ran: {describe(exc)}")
@@ -159,7 +159,7 @@ class Judge:
             return
         try:
             check(ns[entry])
-        except JudgeAbort:
+        except HarnessAbort:
             raise
         except Exception as exc:
             if split:
@@ -175,18 +175,18 @@ class Judge:
     def _run_asserts(self, ns: dict, codes: list, recorder: Recorder) -> None:
         for i, code in enumerate(codes):
             if time.monotonic() > self.deadline:
-                raise JudgeAbort("timeout", "the time limit passed before this test")
+                raise HarnessAbort("timeout", "the time limit passed before this test")
             recorder.begin(i)
             try:
                 exec(code, ns)
-            except JudgeAbort:
+            except HarnessAbort:
                 raise
             except Exception as exc:
                 recorder.failed(i, exc)
             else:
                 recorder.passed(i)
 
-    def _load_failed(self, recorder: Recorder, error: str, abort: JudgeAbort | None) -> None:
+    def _load_failed(self, recorder: Recorder, error: str, abort: HarnessAbort | None) -> None:
         self.report["status"] = "load_error"
         self.report["error"] = _clip(f"the program failed to load: {error}", 3000)
         recorder.current = None
@@ -195,7 +195,7 @@ class Judge:
         if abort is not None:
             self._aborted(abort)
 
-    def _aborted(self, abort: JudgeAbort) -> None:
+    def _aborted(self, abort: HarnessAbort) -> None:
         self.report["abort"] = {"reason": abort.reason, "detail": _clip(abort.detail, 1000)}
         if abort.reason == "runner_died" and getattr(self.link, "cpu_exhausted", False):
             self.report["abort"]["reason"] = "timeout"
@@ -238,50 +238,50 @@ def _read_payload() -> dict:
         if not chunk:
             break
         chunks.append(chunk)
-    return wire.Decoder(_no_refs).loads(b"".join(chunks))
+    return frames.Decoder(_no_refs).loads(b"".join(chunks))
 
 
 def _no_refs(ref):
-    raise wire.WireError("the payload can't carry program objects")
+    raise frames.WireError("the payload can't carry program objects")
 
 
 def serve(results_fd: int, workdir: str) -> None:
     """Run one payload (read from stdin) and write the report to `results_fd`; never returns."""
-    wire.limit_int_digits()
+    frames.limit_int_digits()
     os.set_inheritable(results_fd, False)
-    write_all(results_fd, b"+")  # "the judge started": the parent tells a dead judge from a failed sandbox
+    write_all(results_fd, b"+")  # "the harness started": the parent tells a dead harness from a failed sandbox
     # The runner is forked first, while this process holds nothing secret.
     link = Link.fork(results_fd)
-    report: dict = {"status": "judge_error", "tests": []}
+    report: dict = {"status": "harness_error", "tests": []}
     nonce = ""
     try:
         payload = _read_payload()
         nonce = str(payload.pop("nonce"))
         limits = payload["limits"]
-        judge_limits = dict(limits, memory_mb=int(limits["memory_mb"]) + 256,
+        harness_limits = dict(limits, memory_mb=int(limits["memory_mb"]) + 256,
                             cpu_s=float(limits["cpu_s"]) + 2, max_processes=int(limits["max_processes"]) + 4)
         _set_limits(limits, link.pid)
-        _set_limits(judge_limits, None)
+        _set_limits(harness_limits, None)
         link.cpu_limit_s = float(_cpu_limit(limits))
-        judge = Judge(payload, link, workdir)
+        harness = Harness(payload, link, workdir)
         if payload["style"] == "cases":
             link.close()
             link = None
-            judge.link = None
-            judge.run_cases()
+            harness.link = None
+            harness.run_cases()
         else:
-            judge.run_functions()
+            harness.run_functions()
             link.close()
             usage = link.rusage
             if usage is not None:
-                judge.report["runner"] = {"cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+                harness.report["runner"] = {"cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
                                           "max_rss_kb": usage.ru_maxrss}
-            judge.report["memory_error"] = link.memory_error
-        report = judge.report
+            harness.report["memory_error"] = link.memory_error
+        report = harness.report
     except BaseException as exc:  # the report must go out whatever happened here
         import traceback
 
-        report = {"status": "judge_error", "tests": [],
+        report = {"status": "harness_error", "tests": [],
                   "error": _clip("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), 4000)}
         if link is not None:
             try:
@@ -289,7 +289,7 @@ def serve(results_fd: int, workdir: str) -> None:
             except BaseException:
                 pass
     report["nonce"] = nonce
-    data = wire.dump_json(report)
+    data = frames.dump_json(report)
     os.set_blocking(results_fd, True)
     write_all(results_fd, data)
     os.close(results_fd)

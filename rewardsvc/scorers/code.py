@@ -13,14 +13,14 @@ from collections.abc import Mapping, Sequence
 
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.types import ErrorCode, Item, Result
-from verifiers.code.extract import ItemTests, extract_program, parse_reference
-from verifiers.code.sandbox import (RunLimits, RunOutcome, SandboxSettings, Slot, SlotCgroup, Zygote,
-                                    cgroups_available, install_judge, log_unsafe, python_binds,
+from rewardsvc.verifiers.code.extract import ItemTests, extract_program, parse_reference
+from rewardsvc.verifiers.code.sandbox import (RunLimits, RunOutcome, SandboxSettings, Slot, SlotCgroup, Zygote,
+                                    cgroups_available, install_harness, log_unsafe, python_binds,
                                     remove_stale_cgroups)
-from verifiers.code.uids import UidLease, lease_uids
-from verifiers.code.verdict import make_result
+from rewardsvc.verifiers.code.uids import UidLease, lease_uids
+from rewardsvc.scorers.code_verdict import make_result
 
-log = logging.getLogger("rewardsvc.code")
+log = logging.getLogger(__name__)
 
 BWRAP_MISSING = (
     "bubblewrap (bwrap) is not installed, and the code scorer never runs untrusted code without "
@@ -149,7 +149,7 @@ class CodeScorer(Scorer):
         if cfg.unsafe_no_isolation:
             log_unsafe(self.name)
             python = cfg.python or os.path.realpath(sys.executable)
-            self.settings = SandboxSettings(python=python, judge_dir=install_judge(python), isolated=False)
+            self.settings = SandboxSettings(python=python, harness_dir=install_harness(python), isolated=False)
             slots = [Slot(i, None) for i in range(n_slots)]
         else:
             self.settings = await asyncio.to_thread(self._isolated_settings)
@@ -171,7 +171,7 @@ class CodeScorer(Scorer):
                  self.settings.python, "" if self.settings.isolated else " (NO ISOLATION)")
 
     def _isolated_settings(self) -> SandboxSettings:
-        from verifiers.code.seccomp import build_filter_bpf
+        from rewardsvc.verifiers.code.seccomp import build_filter_bpf
 
         bwrap = shutil.which("bwrap")
         if bwrap is None:
@@ -189,14 +189,14 @@ class CodeScorer(Scorer):
             except (OSError, RuntimeError) as exc:
                 problems.append(f"{python}: {exc}")
                 continue
-            settings = SandboxSettings(python=python, judge_dir=install_judge(python), bwrap=bwrap,
+            settings = SandboxSettings(python=python, harness_dir=install_harness(python), bwrap=bwrap,
                                        drop_uid=drop_uid, python_binds=binds, bpf=bpf, bpf_zygote=bpf_zygote)
             if not binds or _readable_by_others(binds + [python]):
                 if problems:
                     log.info("code scorer %r: sandbox interpreter %s (%s)", self.name, python, "; ".join(problems))
                 return settings
             problems.append(f"{python}: its directories {binds} are not readable by the sandbox's unprivileged uid")
-            shutil.rmtree(settings.judge_dir, ignore_errors=True)
+            shutil.rmtree(settings.harness_dir, ignore_errors=True)
         raise RuntimeError("no Python interpreter the sandbox can run: " + "; ".join(problems)
                            + " (set `python:` in the code scorer's config to one under /usr, e.g. /usr/bin/python3)")
 
@@ -216,7 +216,7 @@ class CodeScorer(Scorer):
         if self.pool is not None:
             await self.pool.close()
         if self.settings is not None:
-            shutil.rmtree(self.settings.judge_dir, ignore_errors=True)
+            shutil.rmtree(self.settings.harness_dir, ignore_errors=True)
         if self.uids is not None:
             self.uids.release()
             self.uids = None

@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.types import ErrorCode, Item, Result
-from verifiers.math.extract import EXTRACTORS, extract_answer, reference_answer
-from verifiers.workerpool import PoolFullError, PoolTimeoutError, WorkerCrashedError, WorkerPool
+from rewardsvc.verifiers.math.extract import EXTRACTORS, extract_answer, reference_answer
+from rewardsvc.verifiers.workerpool import PoolFullError, PoolTimeoutError, WorkerCrashedError, WorkerPool
 
-log = logging.getLogger("rewardsvc.math")
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -47,7 +47,7 @@ class MathScorer(Scorer):
 
     async def start(self, peers: Mapping[str, Scorer]) -> None:
         size = self.config.workers or os.cpu_count() or 1
-        self.pool = WorkerPool("verifiers.math.worker", size, memory_mb=self.config.memory_mb,
+        self.pool = WorkerPool("rewardsvc.verifiers.math.worker", size, memory_mb=self.config.memory_mb,
                                queue_limit=self.config.queue_limit)
         await self.pool.start()
 

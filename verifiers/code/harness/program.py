@@ -1,4 +1,4 @@
-"""Programs and tests on the judge's side: assembling the program, splitting `check` into tests.
+"""Programs and tests on the harness's side: assembling the program, splitting `check` into tests.
 
 Uses the C parser (`_ast` with compile's PyCF_ONLY_AST) directly: `import ast` pulls in enum and
 contextlib, which would be a third of a run's startup.
@@ -112,10 +112,10 @@ def _is_test(stmt) -> bool:
 
 
 _WRAP = (
-    "__judge__.begin(0)\n"
+    "__harness__.begin(0)\n"
     "try:\n    pass\n"
-    "except Exception as __judge_exc__:\n    __judge__.failed(0, __judge_exc__)\n"
-    "else:\n    __judge__.passed(0)\n"
+    "except Exception as __harness_exc__:\n    __harness__.failed(0, __harness_exc__)\n"
+    "else:\n    __harness__.passed(0)\n"
 )
 
 
@@ -161,7 +161,7 @@ def split_check(tree, source: str) -> list[str]:
 
 
 class Recorder:
-    """`__judge__` in the tests' namespace: records each test's outcome as it happens."""
+    """`__harness__` in the tests' namespace: records each test's outcome as it happens."""
 
     def __init__(self, names: list[str]) -> None:
         self.names = names

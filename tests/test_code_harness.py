@@ -1,6 +1,6 @@
-"""The in-sandbox judge's logic, in-process: program assembly, per-test split, and the value boundary.
+"""The in-sandbox harness's logic, in-process: program assembly, per-test split, and the value boundary.
 
-The judge's safety rests on `wire.Decoder` yielding only exact builtin types and on program objects
+The harness's safety rests on `frames.Decoder` yielding only exact builtin types and on program objects
 comparing by identity; these tests pin that down without a sandbox.
 """
 
@@ -15,11 +15,11 @@ from typing import Any, NamedTuple
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "verifiers" / "code" / "judge"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "verifiers" / "code" / "harness"))
 
-import link  # noqa: E402
+import remote  # noqa: E402
 import program  # noqa: E402
-import wire  # noqa: E402
+import frames  # noqa: E402
 
 PLAIN = (int, float, str, bool, type(None), list, tuple, dict, set, frozenset, bytes, bytearray, complex)
 
@@ -28,7 +28,7 @@ def roundtrip(value: Any) -> Any:
     def no_handles(obj: Any) -> dict:
         return {"~": "h", "v": 7, "t": type(obj).__name__, "c": callable(obj)}
 
-    return wire.Decoder(lambda ref: ("handle", ref.hid)).loads(wire.dumps(value, no_handles))
+    return frames.Decoder(lambda ref: ("handle", ref.hid)).loads(frames.dumps(value, no_handles))
 
 
 def exact_types(value: Any) -> bool:
@@ -88,18 +88,18 @@ def test_other_objects_become_handles() -> None:
 def test_decoder_rejects_malformed_or_hostile_frames(frame: bytes | str) -> None:
     data = frame.encode() if isinstance(frame, str) else frame
     before = sys.get_int_max_str_digits()
-    wire.limit_int_digits()
+    frames.limit_int_digits()
     try:
-        with pytest.raises(wire.WireError):
-            wire.Decoder(lambda ref: ref).loads(data)
+        with pytest.raises(frames.WireError):
+            frames.Decoder(lambda ref: ref).loads(data)
     finally:
         sys.set_int_max_str_digits(before)
 
 
 def test_remote_objects_compare_by_identity_only() -> None:
-    owner = object.__new__(link.Link)
-    a = link.Remote(owner, 1, "E", False)
-    b = link.Remote(owner, 2, "E", False)
+    owner = object.__new__(remote.Link)
+    a = remote.Remote(owner, 1, "E", False)
+    b = remote.Remote(owner, 2, "E", False)
     assert a == a and a != b and not (a == 1) and not (1 == a) and a != "anything"
     assert {a: 1}[a] == 1 and hash(a) != hash(b)
 
@@ -126,7 +126,7 @@ def run_split(test_source: str, candidate: Any) -> tuple[list[str], list[tuple[b
     tree = program._parse(test_source, "test.py")
     names = program.split_check(tree, test_source)
     recorder = program.Recorder(names)
-    ns: dict[str, Any] = {"__judge__": recorder}
+    ns: dict[str, Any] = {"__harness__": recorder}
     exec(compile(tree, "test.py", "exec"), ns)
     ns["check"](candidate)
     return names, recorder.outcomes

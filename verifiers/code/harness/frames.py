@@ -1,6 +1,6 @@
-"""Values and frames between the judge and the runner: tagged JSON over length-prefixed pipe frames.
+"""Values and frames between the harness and the runner: tagged JSON over length-prefixed pipe frames.
 
-Runs inside the sandbox (stdlib only). The decoder is the judge's safety boundary: whatever the
+Runs inside the sandbox (stdlib only). The decoder is the harness's safety boundary: whatever the
 untrusted runner sends, `loads` yields only exact builtin types (int, float, str, bool, None,
 list, tuple, dict, set, frozenset, bytes, bytearray, complex) plus opaque handles, so every
 comparison the tests make on program results runs builtin code, never the program's.
@@ -13,7 +13,7 @@ import select
 import sys
 import time
 
-try:  # the C codec directly: `import json` pulls in re/enum and doubles the judge's startup
+try:  # the C codec directly: `import json` pulls in re/enum and doubles the harness's startup
     import _json
 except ImportError:  # pragma: no cover - interpreters without the accelerator
     _json = None
@@ -27,7 +27,7 @@ _HDR_SIZE = 4
 
 
 def limit_int_digits() -> None:
-    """Called by the judge at start (the runner inherits it): ints of up to MAX_INT_DIGITS digits."""
+    """Called by the harness at start (the runner inherits it): ints of up to MAX_INT_DIGITS digits."""
     if hasattr(sys, "set_int_max_str_digits"):
         sys.set_int_max_str_digits(MAX_INT_DIGITS)
 

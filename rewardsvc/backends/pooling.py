@@ -1,6 +1,6 @@
 """Batched classification forward passes for HF model directories: sequence and token logits.
 
-One `EncoderBackend` holds one model. Callers hand it token-id lists (see scorers/render.py); it
+One `PoolingBackend` holds one model. Callers hand it token-id lists (see scorers/render.py); it
 pads them into one batch, passes explicit position ids so left padding gives the same numbers as
 no padding, and returns each item's logits without padding. Tasks:
 
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rewardsvc.backends.device import resolve_device, resolve_dtype
-from rewardsvc.models import resolve_model_path
+from rewardsvc.model_refs import resolve_model_path
 
-log = logging.getLogger("rewardsvc.backends.encoder")
+log = logging.getLogger(__name__)
 
 TASKS = ("sequence_classification", "token_classification", "lm_logits")
 
@@ -44,7 +44,7 @@ def is_decoder_config(config: Any) -> bool:
     return model_type in causal and model_type not in masked
 
 
-class EncoderBackend:
+class PoolingBackend:
     """One HF model for classification-style forward passes, used from one thread at a time."""
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Turn one sandbox run (the judge's report plus what the parent saw) into a Result.
+"""Turn one sandbox run (the harness's report plus what the parent saw) into a Result.
 
 The parent decides: a pass needs a report carrying this run's nonce in which every test passed,
 and no limit hit. Anything else (no report, a report without the nonce, the run killed) scores 0
@@ -11,9 +11,9 @@ import logging
 from typing import Any
 
 from rewardsvc.types import ErrorCode, Result
-from verifiers.code.sandbox import RunOutcome
+from rewardsvc.verifiers.code.sandbox import RunOutcome
 
-log = logging.getLogger("rewardsvc.code")
+log = logging.getLogger(__name__)
 
 VERDICTS = ("passed", "failed", "timeout", "memory", "output_limit", "runtime_error", "sandbox_error")
 
@@ -52,7 +52,7 @@ def make_result(item_id: str, outcome: RunOutcome, all_or_nothing: bool, limits_
         if outcome.sandbox_died and outcome.oom_kills == 0:
             msg = f"the sandbox failed during the run ({outcome.sandbox_died}); retry the item"
             return Result.failed(item_id, ErrorCode.INTERNAL, msg, **clean_text({**details, "verdict": "sandbox_error"}))
-        if not outcome.judge_started and outcome.killed is None and not outcome.oom_kills:
+        if not outcome.harness_started and outcome.killed is None and not outcome.oom_kills:
             stderr = _text(outcome.stderr_tail).strip()
             msg = f"the sandbox failed to start (exit status {outcome.exit_code}): {stderr[-500:] or 'no output'}"
             return Result.failed(item_id, ErrorCode.INTERNAL, msg, **clean_text({**details, "verdict": "sandbox_error"}))
@@ -71,9 +71,9 @@ def make_result(item_id: str, outcome: RunOutcome, all_or_nothing: bool, limits_
     if status == "test_error":
         return Result.failed(item_id, ErrorCode.INVALID_ITEM, str(report.get("error", "the tests don't run")),
                              **clean_text(details))
-    if status == "judge_error":
-        log.error("code judge failed on item %r: %s", item_id, str(report.get("error", ""))[-3000:])
-        return Result.failed(item_id, ErrorCode.INTERNAL, "the judge failed: " + str(report.get("error", ""))[-1500:],
+    if status == "harness_error":
+        log.error("code harness failed on item %r: %s", item_id, str(report.get("error", ""))[-3000:])
+        return Result.failed(item_id, ErrorCode.INTERNAL, "the harness failed: " + str(report.get("error", ""))[-1500:],
                              **clean_text({**details, "verdict": "sandbox_error"}))
     tests = [t for t in report.get("tests") or [] if isinstance(t, dict)]
     passed = sum(1 for t in tests if t.get("passed") is True)
@@ -101,7 +101,7 @@ def make_result(item_id: str, outcome: RunOutcome, all_or_nothing: bool, limits_
     if verdict == "passed":
         score = 1.0
     elif all_or_nothing or not total or verdict == "output_limit":
-        # An output flood breaks the run's rules as a whole, like a judge's "output limit exceeded".
+        # An output flood breaks the run's rules as a whole, like a harness's "output limit exceeded".
         score = 0.0
     else:
         score = passed / total

@@ -1,4 +1,4 @@
-"""Base for scorers over one EncoderBackend (classifier, prm): loads it, owns its batcher.
+"""Base for scorers over one PoolingBackend (classifier, prm): loads it, owns its batcher.
 
 The causal-LM scorers have the same thing in scorers/causal.py (CausalLMScorer).
 """
@@ -16,7 +16,7 @@ from rewardsvc.scorers.base import Scorer
 from rewardsvc.scorers.batched import make_batcher
 
 
-class EncoderScorer(Scorer):
+class PoolingScorer(Scorer):
     """Subclasses call `load_backend(task)`, check the head, then `start_batcher()`; they define
     `_forward(batch) -> results` for the batcher. Their config needs model, device, dtype,
     padding_side, max_length and batching."""
@@ -33,14 +33,14 @@ class EncoderScorer(Scorer):
                            check: Callable[[Any], None] | None = None) -> None:
         """Load the model off the event loop; `check(backend)` may raise ValueError (e.g. a token
         that is not one vocabulary entry). Load failures become ConfigErrors naming the scorer."""
-        from rewardsvc.backends.encoder import EncoderBackend
+        from rewardsvc.backends.pooling import PoolingBackend
 
         cfg = self.config
         if not cfg.model:
             raise ConfigError(f"scorer {self.name!r}: `model` is required (an HF directory or cache:NAME)")
         try:
             self.backend = await asyncio.to_thread(
-                EncoderBackend, cfg.model, task, cfg.device, cfg.dtype, cfg.padding_side, trust_remote_code
+                PoolingBackend, cfg.model, task, cfg.device, cfg.dtype, cfg.padding_side, trust_remote_code
             )
             if check is not None:
                 check(self.backend)

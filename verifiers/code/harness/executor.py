@@ -1,9 +1,9 @@
-"""The runner: the one process that executes the untrusted program, answering the judge's requests.
+"""The runner: the one process that executes the untrusted program, answering the harness's requests.
 
-Forked by the judge before the judge has read anything secret, so nothing in this process's memory
+Forked by the harness before the harness has read anything secret, so nothing in this process's memory
 is worth stealing. It loads the program, then serves calls, attribute reads, indexing and iteration
-on the program's objects; results go back as plain data (see wire.py) or as opaque handles. Nothing
-it answers can make a test pass by itself: the judge evaluates the tests on what it receives.
+on the program's objects; results go back as plain data (see frames.py) or as opaque handles. Nothing
+it answers can make a test pass by itself: the harness evaluates the tests on what it receives.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import builtins
 import os
 import sys
 
-import wire
+import frames
 
 _UNARY = {
     "len": len, "bool": bool, "str": str, "repr": repr, "iter": iter, "int": int, "float": float,
@@ -30,7 +30,7 @@ class Runner:
         self.resp_fd = resp_fd
         self.objects: dict[int, object] = {}
         self.ids: dict[int, int] = {}
-        self.decoder = wire.Decoder(self.resolve)
+        self.decoder = frames.Decoder(self.resolve)
 
     # -- handles ------------------------------------------------------------------------------
     def handle_of(self, obj) -> dict:
@@ -49,11 +49,11 @@ class Runner:
         return {"~": "h", "v": hid, "t": type_name, "c": callable(obj)}
 
     def resolve(self, ref):
-        if isinstance(ref, wire.Handle):
+        if isinstance(ref, frames.Handle):
             try:
                 return self.objects[ref.hid]
             except KeyError:
-                raise wire.WireError(f"unknown handle {ref.hid}") from None
+                raise frames.WireError(f"unknown handle {ref.hid}") from None
         if ref.hid is not None and ref.hid in self.objects:
             return self.objects[ref.hid]
         __import__(ref.name)
@@ -63,14 +63,14 @@ class Runner:
     def serve(self) -> None:
         while True:
             try:
-                frame = wire.read_frame(self.req_fd)
-            except (wire.Closed, wire.WireError, OSError):
+                frame = frames.read_frame(self.req_fd)
+            except (frames.Closed, frames.WireError, OSError):
                 break
             reply = self.dispatch(frame)
             _flush()
             try:
-                wire.write_frame(self.resp_fd, reply)
-            except (wire.Closed, OSError):
+                frames.write_frame(self.resp_fd, reply)
+            except (frames.Closed, OSError):
                 break
         _flush()
         os._exit(0)
@@ -110,8 +110,8 @@ class Runner:
             elif op == "unary":
                 result = _UNARY[msg["fn"]](target)
             else:
-                raise wire.WireError(f"unknown op {op!r}")
-            return self._reply({"ok": wire.to_tree(result, self.handle_of)})
+                raise frames.WireError(f"unknown op {op!r}")
+            return self._reply({"ok": frames.to_tree(result, self.handle_of)})
         except BaseException as exc:  # the program's own exceptions, exit() included, are answers
             return _exception_reply(exc)
 
@@ -125,8 +125,8 @@ class Runner:
                 continue
             if wanted is not None and key not in wanted:
                 continue
-            tree = wire.to_tree(value, self.handle_of)
-            if len(wire.dump_json(tree)) > _MAX_GLOBAL_BYTES:
+            tree = frames.to_tree(value, self.handle_of)
+            if len(frames.dump_json(tree)) > _MAX_GLOBAL_BYTES:
                 tree = self.handle_of(value)
             names[key] = tree
         return names
@@ -134,15 +134,15 @@ class Runner:
     def call(self, msg: dict) -> bytes:
         args = msg.get("a") or []
         kwargs = dict(msg.get("k") or [])
-        # Mutable arguments are copies here: report in-place changes so the judge can apply them.
-        watched = {i: wire.dump_json(wire.to_tree(a, self.handle_of)) for i, a in enumerate(args)
+        # Mutable arguments are copies here: report in-place changes so the harness can apply them.
+        watched = {i: frames.dump_json(frames.to_tree(a, self.handle_of)) for i, a in enumerate(args)
                    if type(a) in (list, dict, set, bytearray)}
         result = msg["f"](*args, **kwargs)
-        reply = {"ok": wire.to_tree(result, self.handle_of)}
+        reply = {"ok": frames.to_tree(result, self.handle_of)}
         changed = []
         for i, before in watched.items():
-            after = wire.to_tree(args[i], self.handle_of)
-            if wire.dump_json(after) != before:
+            after = frames.to_tree(args[i], self.handle_of)
+            if frames.dump_json(after) != before:
                 changed.append([i, after])
         if changed:
             reply["mut"] = changed
@@ -150,7 +150,7 @@ class Runner:
 
     @staticmethod
     def _reply(envelope: dict) -> bytes:
-        return wire.dump_json(envelope)
+        return frames.dump_json(envelope)
 
 
 def _exception_reply(exc: BaseException) -> bytes:
@@ -169,7 +169,7 @@ def _exception_reply(exc: BaseException) -> bytes:
         tb = ""
     body = {"exc": {"types": [n for n in names if type(n) is str][:20], "msg": message, "tb": tb}}
     try:
-        return wire.dump_json(body)
+        return frames.dump_json(body)
     except BaseException:
         return b'{"exc":{"types":["Exception"],"msg":"<unencodable exception>","tb":""}}'
 

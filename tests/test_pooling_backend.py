@@ -1,4 +1,4 @@
-"""EncoderBackend: batched forward passes equal single-item ones, with left and right padding.
+"""PoolingBackend: batched forward passes equal single-item ones, with left and right padding.
 
 Random-init heads on real backbones: these tests check shapes and batching equivalence only.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from encoder_models import minilm_dir, read_jsonl, smollm_classifier_dir, smollm_dir
-from rewardsvc.backends.encoder import EncoderBackend, is_decoder_config
+from rewardsvc.backends.pooling import PoolingBackend, is_decoder_config
 from rewardsvc.scorers.render import encode_conversation, hh_prompt_response
 
 pytestmark = pytest.mark.slow
@@ -25,26 +25,26 @@ def conversations(n: int = 4) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def minilm_seq() -> EncoderBackend:
-    return EncoderBackend(str(minilm_dir("sequence", 1)), "sequence_classification", device="cpu")
+def minilm_seq() -> PoolingBackend:
+    return PoolingBackend(str(minilm_dir("sequence", 1)), "sequence_classification", device="cpu")
 
 
 @pytest.fixture(scope="module")
-def smollm_seq() -> EncoderBackend:
-    return EncoderBackend(str(smollm_classifier_dir()), "sequence_classification", device="cpu")
+def smollm_seq() -> PoolingBackend:
+    return PoolingBackend(str(smollm_classifier_dir()), "sequence_classification", device="cpu")
 
 
 @pytest.fixture(scope="module")
-def minilm_tok() -> EncoderBackend:
-    return EncoderBackend(str(minilm_dir("token", 2)), "token_classification", device="cpu")
+def minilm_tok() -> PoolingBackend:
+    return PoolingBackend(str(minilm_dir("token", 2)), "token_classification", device="cpu")
 
 
 @pytest.fixture(scope="module")
-def smollm_lm() -> EncoderBackend:
-    return EncoderBackend(str(smollm_dir()), "lm_logits", device="cpu")
+def smollm_lm() -> PoolingBackend:
+    return PoolingBackend(str(smollm_dir()), "lm_logits", device="cpu")
 
 
-def token_batches(backend: EncoderBackend, max_length: int) -> list[list[int]]:
+def token_batches(backend: PoolingBackend, max_length: int) -> list[list[int]]:
     # Different limits per item, so that every batch mixes lengths and pads.
     batch = [
         encode_conversation(backend.tokenizer, p, r, max_length - 7 * i).ids
@@ -55,7 +55,7 @@ def token_batches(backend: EncoderBackend, max_length: int) -> list[list[int]]:
     return batch
 
 
-def test_architecture_detection(minilm_seq: EncoderBackend, smollm_seq: EncoderBackend) -> None:
+def test_architecture_detection(minilm_seq: PoolingBackend, smollm_seq: PoolingBackend) -> None:
     assert not is_decoder_config(minilm_seq.model.config)
     assert is_decoder_config(smollm_seq.model.config)
     assert (minilm_seq.padding_side, smollm_seq.padding_side) == ("right", "left")
@@ -66,7 +66,7 @@ def test_architecture_detection(minilm_seq: EncoderBackend, smollm_seq: EncoderB
 ])
 def test_sequence_batched_equals_single(request: pytest.FixtureRequest, backend_name: str,
                                         padding_sides: list[str]) -> None:
-    backend: EncoderBackend = request.getfixturevalue(backend_name)
+    backend: PoolingBackend = request.getfixturevalue(backend_name)
     batch = token_batches(backend, 48)
     single = [backend.sequence_logits([ids])[0][0] for ids in batch]  # no padding at all
     assert len(set(round(s, 6) for s in single)) == len(single), "distinct inputs should get distinct scores"
@@ -82,7 +82,7 @@ def test_sequence_batched_equals_single(request: pytest.FixtureRequest, backend_
         backend.padding_side = default
 
 
-def test_sequence_matches_plain_hf_forward(smollm_seq: EncoderBackend, minilm_seq: EncoderBackend) -> None:
+def test_sequence_matches_plain_hf_forward(smollm_seq: PoolingBackend, minilm_seq: PoolingBackend) -> None:
     """Our explicit masks and position ids give what the HF model gives an unpadded input."""
     import torch
 
@@ -94,20 +94,20 @@ def test_sequence_matches_plain_hf_forward(smollm_seq: EncoderBackend, minilm_se
 
 
 def test_a_bare_backbone_is_not_served_with_a_blank_head() -> None:
-    from rewardsvc.models import resolve_model_path
+    from rewardsvc.model_refs import resolve_model_path
 
     with pytest.raises(ValueError, match="no trained weights"):
-        EncoderBackend(str(resolve_model_path("bundled:all-minilm-l6-v2")), "sequence_classification", device="cpu")
+        PoolingBackend(str(resolve_model_path("bundled:all-minilm-l6-v2")), "sequence_classification", device="cpu")
 
 
 def test_encoder_sequence_classifier_refuses_left_padding() -> None:
     with pytest.raises(ValueError, match="left padding"):
-        EncoderBackend(str(minilm_dir("sequence", 1)), "sequence_classification", device="cpu",
+        PoolingBackend(str(minilm_dir("sequence", 1)), "sequence_classification", device="cpu",
                        padding_side="left")
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
-def test_token_logits_batched_equals_single(minilm_tok: EncoderBackend, padding_side: str) -> None:
+def test_token_logits_batched_equals_single(minilm_tok: PoolingBackend, padding_side: str) -> None:
     minilm_tok.padding_side = padding_side
     try:
         batch = token_batches(minilm_tok, 48)
@@ -122,7 +122,7 @@ def test_token_logits_batched_equals_single(minilm_tok: EncoderBackend, padding_
         assert sum(b, []) == pytest.approx(sum(s, []), abs=ATOL)
 
 
-def test_lm_token_logits_batched_equals_full_forward(smollm_lm: EncoderBackend) -> None:
+def test_lm_token_logits_batched_equals_full_forward(smollm_lm: PoolingBackend) -> None:
     import torch
 
     vocab = [smollm_lm.token_id("+"), smollm_lm.token_id("-")]
@@ -142,6 +142,6 @@ def test_lm_token_logits_batched_equals_full_forward(smollm_lm: EncoderBackend) 
         smollm_lm.padding_side = "left"
 
 
-def test_token_id_must_be_one_token(smollm_lm: EncoderBackend) -> None:
+def test_token_id_must_be_one_token(smollm_lm: PoolingBackend) -> None:
     with pytest.raises(ValueError, match="exactly one"):
         smollm_lm.token_id("definitely not one token")

@@ -1,9 +1,9 @@
 """The stdin/stdout style: each case is a fresh interpreter fed its input, its output compared.
 
 The program runs as `__main__` in a new process per case (exec, so it shares nothing with the
-judge's memory), gets only its source on fd 3 and the case's input on stdin; stdout is capped while
+harness's memory), gets only its source on fd 3 and the case's input on stdin; stdout is capped while
 it is read; the work directory is emptied between cases. Outputs match when their whitespace-
-separated tokens are equal, as competitive-programming judges compare.
+separated tokens are equal, as competitive-programming harnesses compare.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import select
 import sys
 import time
 
-from link import _signame
+from remote import _signame
 from program import Recorder, _clip
-from wire import write_all
+from frames import write_all
 
 CASE_BOOT = (
     "import os,sys\n"
@@ -29,7 +29,7 @@ _ERROR_LIMIT = 1000
 
 
 class CaseRunner:
-    """Runs every case of one payload; fills the judge's report."""
+    """Runs every case of one payload; fills the harness's report."""
 
     def __init__(self, payload: dict, deadline: float, workdir: str, report: dict) -> None:
         self.p = payload

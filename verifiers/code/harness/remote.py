@@ -1,8 +1,8 @@
-"""The judge's end of the runner: requests with a deadline, and proxies for the program's objects.
+"""The harness's end of the runner: requests with a deadline, and proxies for the program's objects.
 
-Whatever the runner answers is decoded by wire.Decoder into exact builtin types or `Remote` proxies;
+Whatever the runner answers is decoded by frames.Decoder into exact builtin types or `Remote` proxies;
 a proxy forwards calls, attribute access, indexing and iteration to the runner, and compares by
-identity, so no comparison a test makes ever runs the program's code in the judge.
+identity, so no comparison a test makes ever runs the program's code in the harness.
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ import builtins
 import os
 import sys
 
-import wire
+import frames
 
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
-# Stdlib modules the judge won't import on the program's behalf (side effects, or the judge's own).
+# Stdlib modules the harness won't import on the program's behalf (side effects, or the harness's own).
 _NO_IMPORT = frozenset({"antigravity", "this", "webbrowser", "turtle", "turtledemo", "tkinter", "idlelib",
-                        "pydoc", "ensurepip", "venv", "lib2to3", "__main__", "judge", "wire", "runner",
-                        "link", "program", "cases", "zygote"})
+                        "pydoc", "ensurepip", "venv", "lib2to3", "__main__", "checker", "frames", "executor",
+                        "remote", "program", "stdio_cases", "zygote"})
 
 
-class JudgeAbort(BaseException):
+class HarnessAbort(BaseException):
     """The runner is gone (died, timed out, broke the protocol): stop running tests.
 
     A BaseException, so `except Exception` in test code doesn't swallow it.
@@ -38,7 +38,7 @@ class RemoteError(Exception):
 
 
 class Link:
-    """The judge's end of the runner: requests with a deadline, proxies for the runner's objects."""
+    """The harness's end of the runner: requests with a deadline, proxies for the runner's objects."""
 
     def __init__(self, pid: int, req_w: int, resp_r: int) -> None:
         self.pid = pid
@@ -47,8 +47,8 @@ class Link:
         self.deadline: float | None = None
         self.cpu_limit_s = 0.0
         self.remotes: dict[int, Remote] = {}
-        self.decoder = wire.Decoder(self.resolve)
-        self.abort: JudgeAbort | None = None
+        self.decoder = frames.Decoder(self.resolve)
+        self.abort: HarnessAbort | None = None
         self.memory_error = False
         self.cpu_exhausted = False
         self.rusage = None
@@ -67,9 +67,9 @@ class Link:
                 null = os.open(os.devnull, os.O_RDONLY)
                 os.dup2(null, 0)
                 os.close(null)
-                import runner
+                import executor
 
-                runner.Runner(req_r, resp_w).serve()
+                executor.Runner(req_r, resp_w).serve()
             finally:
                 os._exit(70)
         os.close(req_r)
@@ -89,7 +89,7 @@ class Link:
                         "objects cross the sandbox boundary")
 
     def resolve(self, ref):
-        if isinstance(ref, wire.ModuleRef):
+        if isinstance(ref, frames.ModuleRef):
             top = ref.name.split(".")[0]
             if top in _STDLIB and top not in _NO_IMPORT:
                 try:
@@ -98,8 +98,8 @@ class Link:
                 except (ImportError, KeyError):
                     pass
             if ref.hid is None:
-                raise wire.WireError(f"module {ref.name!r} is not available to the tests")
-            ref = wire.Handle(ref.hid, "module", False)
+                raise frames.WireError(f"module {ref.name!r} is not available to the tests")
+            ref = frames.Handle(ref.hid, "module", False)
         remote = self.remotes.get(ref.hid)
         if remote is None:
             remote = self.remotes[ref.hid] = Remote(self, ref.hid, ref.type_name, ref.callable)
@@ -111,20 +111,20 @@ class Link:
             raise self.abort
         envelope = {"op": op}
         for key, value in fields.items():
-            envelope[key] = value if key in ("source", "name", "n", "fn") else wire.to_tree(value, self.handle_of)
-        frame = wire.dump_json(envelope)
+            envelope[key] = value if key in ("source", "name", "n", "fn") else frames.to_tree(value, self.handle_of)
+        frame = frames.dump_json(envelope)
         try:
-            wire.write_frame(self.req_w, frame, self.deadline)
-            reply_frame = wire.read_frame(self.resp_r, self.deadline)
-        except wire.Expired:
+            frames.write_frame(self.req_w, frame, self.deadline)
+            reply_frame = frames.read_frame(self.resp_r, self.deadline)
+        except frames.Expired:
             self.fail("timeout", f"the program ran past the time limit during `{op}`")
-        except (wire.Closed, OSError):
+        except (frames.Closed, OSError):
             self.fail("runner_died", self.death_reason())
-        except wire.WireError as exc:
+        except frames.WireError as exc:
             self.fail("protocol", str(exc))
         try:
             reply = self.decoder.loads(reply_frame)
-        except wire.WireError as exc:
+        except frames.WireError as exc:
             raise ValueError(f"the program's result can't be read: {exc}") from None
         if type(reply) is not dict:
             raise ValueError("the runner sent a malformed reply")
@@ -162,7 +162,7 @@ class Link:
 
     def fail(self, reason: str, detail: str):
         self.kill()
-        self.abort = JudgeAbort(reason, detail)
+        self.abort = HarnessAbort(reason, detail)
         raise self.abort
 
     def kill(self) -> None:

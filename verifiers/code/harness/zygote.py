@@ -7,7 +7,7 @@ namespace only. For each run it receives the run's pipes over a SOCK_SEQPACKET c
     fork -> C: unshare(pid, mount, ipc) -> fork -> G, pid 1 of a new pid namespace:
         fresh size-capped tmpfs on /tmp and /dev/shm, run's pipes on fds 0-3, everything else closed,
         empty environment, all capabilities dropped, no_new_privs, the strict seccomp filter,
-        then the judge (judge.serve), which forks the runner.
+        then the harness (checker.serve), which forks the runner.
 
 G is pid 1 of its namespace, so when it exits (or C is killed: G has a parent-death SIGKILL) the
 kernel kills every process of the run, setsid daemons included; nothing the program does in its
@@ -27,11 +27,11 @@ import select
 import socket
 import sys
 
-import judge
-import runner
-import wire
+import checker
+import executor
+import frames
 
-_PRELOADED = (runner,)  # the runner is forked from the judge: its module is loaded once, here
+_PRELOADED = (executor,)  # the runner is forked from the harness: its module is loaded once, here
 
 CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWIPC = 0x00020000, 0x20000000, 0x08000000
 MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
@@ -90,7 +90,7 @@ def _install_fds(fds: list[int]) -> None:
 
 
 def _run_g(fds: list[int], tmp_bytes: int, bpf: bytes | None, isolated: bool, workdir: str) -> None:
-    """pid 1 of the run's namespace: build the run's world, drop privileges, become the judge."""
+    """pid 1 of the run's namespace: build the run's world, drop privileges, become the harness."""
     try:
         _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
         if isolated:
@@ -110,7 +110,7 @@ def _run_g(fds: list[int], tmp_bytes: int, bpf: bytes | None, isolated: bool, wo
             os.write(2, f"sandbox setup failed: {type(exc).__name__}: {exc}\n".encode())
         finally:
             os._exit(121)
-    judge.serve(3, workdir)
+    checker.serve(3, workdir)
 
 
 def _run_c(fds: list[int], tmp_bytes: int, bpf: bytes | None, isolated: bool, workdir: str) -> None:
@@ -145,7 +145,7 @@ def main() -> None:
     with os.fdopen(int(sys.argv[3]), "rb") as f:
         bpf = f.read() if isolated else None
     base_workdir = sys.argv[4]
-    wire.limit_int_digits()
+    frames.limit_int_digits()
     for name in PRELOAD:
         try:
             __import__(name)
@@ -153,7 +153,7 @@ def main() -> None:
             pass
     ctl.setblocking(True)
     ctl.send(b'{"ready":true}')
-    decoder = wire.Decoder(lambda ref: None)
+    decoder = frames.Decoder(lambda ref: None)
     running: dict[int, tuple[int, int]] = {}  # run id -> (pid, pidfd)
     poller = select.poll()
     poller.register(ctl, select.POLLIN)
@@ -180,7 +180,7 @@ def main() -> None:
                     except OSError as exc:  # the slot is out of processes: this run can't start
                         for f in fds:
                             os.close(f)
-                        ctl.send(wire.dump_json({"done": run_id, "status": -1, "error": str(exc)}))
+                        ctl.send(frames.dump_json({"done": run_id, "status": -1, "error": str(exc)}))
                         continue
                     if pid == 0:
                         ctl.close()
@@ -202,7 +202,7 @@ def main() -> None:
                 poller.unregister(fd)
                 os.close(fd)
                 _, status = os.waitpid(pid, 0)
-                ctl.send(wire.dump_json({"done": run_id, "status": os.waitstatus_to_exitcode(status)}))
+                ctl.send(frames.dump_json({"done": run_id, "status": os.waitstatus_to_exitcode(status)}))
 
 
 def _kill(pid: int) -> None:

@@ -1,1 +1,0 @@
-"""Verifiers: rule-based rewards (math, code) that need no model."""
