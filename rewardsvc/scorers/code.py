@@ -14,9 +14,12 @@ from collections.abc import Mapping, Sequence
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.types import ErrorCode, Item, Result
 from rewardsvc.verifiers.code.extract import ItemTests, extract_program, parse_reference
-from rewardsvc.verifiers.code.sandbox import (RunLimits, RunOutcome, SandboxSettings, Slot, SlotCgroup, Zygote,
-                                    cgroups_available, install_harness, log_unsafe, python_binds,
-                                    remove_stale_cgroups)
+from rewardsvc.verifiers.code.cgroups import SlotCgroup, cgroups_available, remove_stale_cgroups
+from rewardsvc.verifiers.code.harness_install import install_harness, python_binds
+from rewardsvc.verifiers.code.report import RunOutcome
+from rewardsvc.verifiers.code.settings import RunLimits, SandboxSettings, log_unsafe
+from rewardsvc.verifiers.code.slots import Slot
+from rewardsvc.verifiers.code.zygote_client import Zygote
 from rewardsvc.verifiers.code.uids import UidLease, lease_uids
 from rewardsvc.scorers.code_verdict import make_result
 

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from rewardsvc.types import ErrorCode, Result
-from rewardsvc.verifiers.code.sandbox import RunOutcome
+from rewardsvc.verifiers.code.report import RunOutcome
 
 log = logging.getLogger(__name__)
 
