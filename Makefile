@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Bump when the install steps change, so `make install` redoes them on machines that have a venv.
 INSTALL_VERSION := 1
 
-.PHONY: install serve demo test bench proto clean
+.PHONY: install serve demo test proto clean
 
 install: $(STAMP)
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_math import load_items  # noqa: E402
-from code_data import humaneval, humaneval_item  # noqa: E402
+from code_support import humaneval, humaneval_item  # noqa: E402
 from common import write_section  # noqa: E402
 
 from rewardsvc.config import parse_config  # noqa: E402

@@ -89,15 +89,9 @@ def cmd_scorers(args: argparse.Namespace) -> int:
         with RewardClient(args.address) as client:
             infos = client.list_scorers()
     else:
-        from rewardsvc.dataclass_dict import describe_fields
-        from rewardsvc.registry import scorer_class
+        from rewardsvc.registry import scorer_infos
 
-        config = load_config(args.config)
-        infos = []
-        for spec in config.scorers:
-            cls = scorer_class(spec.type)
-            infos.append({"name": spec.name, "kind": cls.kind, "description": cls.description,
-                          "options": describe_fields(cls.Options)})
+        infos = scorer_infos(load_config(args.config).scorers)
     if args.json:
         print(json.dumps(infos, indent=2))
         return 0

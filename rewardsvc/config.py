@@ -83,7 +83,7 @@ class Config:
 
 def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
     """Validate a config mapping; every scorer stanza is checked against its Config dataclass."""
-    from rewardsvc.registry import scorer_class
+    from rewardsvc.registry import dependency_order, scorer_class, uses_of
 
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the config must be a mapping with 'server' and 'scorers'")
@@ -109,6 +109,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         specs.append(ScorerSpec(name=str(name), type=type_name, config=cfg))
+    dependency_order(uses_of(specs))  # scorers that use missing scorers, or each other in a loop, fail here
     ray = None
     if "ray" in data:
         from rewardsvc.rayserve.options import parse_ray_section

@@ -69,6 +69,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
+    """A dataclass field with a help text: what ListScorers, `rewardsvc scorers`, the trainers' CLI and
+    the generated docs show for it."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     """Build dataclass `cls` from `data`, rejecting unknown keys and ill-typed values."""
     if data is None:

@@ -7,9 +7,15 @@ only the verifiers never imports torch.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from rewardsvc.dataclass_dict import describe_fields
 from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import Scorer
+
+if TYPE_CHECKING:
+    from rewardsvc.config import ScorerSpec
 
 SCORERS: dict[str, str] = {
     "math": "rewardsvc.scorers.math:MathScorer",
@@ -47,3 +53,48 @@ def scorer_class(type_name: str) -> type[Scorer]:
     if not (isinstance(cls, type) and issubclass(cls, Scorer)):
         raise ConfigError(f"scorer type {type_name!r}: {target} is not a rewardsvc Scorer class")
     return cls
+
+
+def scorer_info(name: str, cls: type[Scorer]) -> dict[str, Any]:
+    """What ListScorers and `rewardsvc scorers` show for one hosted scorer."""
+    return {"name": name, "kind": cls.kind, "description": cls.description, "options": describe_fields(cls.Options)}
+
+
+def scorer_infos(specs: Sequence["ScorerSpec"]) -> list[dict[str, Any]]:
+    return [scorer_info(spec.name, scorer_class(spec.type)) for spec in specs]
+
+
+def uses_of(specs: Sequence["ScorerSpec"]) -> dict[str, list[str]]:
+    """Each configured scorer's `uses()` (constructing a scorer is cheap: models load in `start`)."""
+    uses: dict[str, list[str]] = {}
+    for spec in specs:
+        try:
+            uses[spec.name] = scorer_class(spec.type)(spec.name, spec.config).uses()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    return uses
+
+
+def dependency_order(uses: Mapping[str, Sequence[str]]) -> list[str]:
+    """Scorer names, each after the scorers it uses; a loop or a missing scorer is a ConfigError. The one
+    place config checks, the service (start order) and Ray (deployment order) learn this."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1: being visited, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            raise ConfigError(f"scorers use each other in a loop: {' -> '.join(path + [name])}")
+        if name not in uses:
+            raise ConfigError(f"scorer {path[-1]!r} uses {name!r}, which is not in `scorers:` (not a scorer on "
+                              f"this server); hosted: {sorted(uses)}")
+        state[name] = 1
+        for dep in uses[name]:
+            visit(dep, path + [name])
+        state[name] = 2
+        order.append(name)
+
+    for name in uses:
+        visit(name, [])
+    return order

@@ -12,12 +12,13 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from rewardsvc import queue_clock
 from rewardsvc.config import Config, load_config
-from rewardsvc.dataclass_dict import describe_fields, from_dict
+from rewardsvc.dataclass_dict import from_dict
 from rewardsvc.errors import InvalidOptionsError, LimitExceededError, RewardServiceError, UnknownScorerError
-from rewardsvc.registry import scorer_class
+from rewardsvc.registry import dependency_order, scorer_class, scorer_infos
 from rewardsvc.scorers.base import Scorer
 from rewardsvc.types import ErrorCode, Item, Result
 
@@ -26,8 +27,23 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ScoreTiming:
+    """Where a request's time went: the longest wait of its items behind other work (batch queue,
+    worker or sandbox slot), and the rest of the scorer call."""
+
     queue_time_ns: int = 0
     compute_time_ns: int = 0
+
+
+class ServingCore(Protocol):
+    """What a transport (the gRPC servicer, the HTTP app) needs from the scoring side. ScoringService is
+    one; the Ray ingress's view of the scorer deployments is another."""
+
+    def has_scorer(self, name: str) -> bool: ...
+
+    def scorer_infos(self) -> list[dict[str, Any]]: ...
+
+    async def score_timed(self, scorer_name: str, items: Sequence[Item],
+                          options: dict[str, Any] | None = None) -> tuple[list[Result], ScoreTiming]: ...
 
 
 class ScoringService:
@@ -47,8 +63,11 @@ class ScoringService:
             return
         for spec in self.config.scorers:
             self.scorers[spec.name] = scorer_class(spec.type)(spec.name, spec.config)
+        # Peers first (on Ray, a composite's replica holds its peers as handles: already in `scorers`).
+        order = dependency_order({name: s.uses() for name, s in self.scorers.items()})
         try:
-            for name, scorer in self.scorers.items():
+            for name in order:
+                scorer = self.scorers[name]
                 t0 = time.perf_counter()
                 await scorer.start(self.scorers)
                 log.info("scorer %s (%s) ready in %.1fs", name, scorer.kind, time.perf_counter() - t0)
@@ -72,16 +91,11 @@ class ScoringService:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def has_scorer(self, name: str) -> bool:
+        return name in self.scorers
+
     def scorer_infos(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": name,
-                "kind": s.kind,
-                "description": s.description,
-                "options": describe_fields(s.Options),
-            }
-            for name, s in self.scorers.items()
-        ]
+        return scorer_infos(self.config.scorers)
 
     def get(self, name: str) -> Scorer:
         try:
@@ -142,11 +156,16 @@ class ScoringService:
                 todo.append(i)
             else:
                 results[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, why)
+        waited_ns = 0
         if todo:
             batch = [items[i] for i in todo]
             timeout = self.config.server.scorer_timeout_s
             try:
-                scored = await asyncio.wait_for(scorer.score(batch, opts), timeout)
+                with queue_clock.measuring() as clock:
+                    try:
+                        scored = await asyncio.wait_for(scorer.score(batch, opts), timeout)
+                    finally:
+                        waited_ns = clock.waited_ns
                 if len(scored) != len(batch):
                     raise RuntimeError(f"scorer returned {len(scored)} results for {len(batch)} items")
             except (asyncio.CancelledError, RewardServiceError):
@@ -162,7 +181,8 @@ class ScoringService:
             for i, res in zip(todo, scored):
                 res.id = items[i].id
                 results[i] = res
-        timing = ScoreTiming(compute_time_ns=time.perf_counter_ns() - t0)
+        elapsed = time.perf_counter_ns() - t0
+        timing = ScoreTiming(queue_time_ns=waited_ns, compute_time_ns=max(0, elapsed - waited_ns))
         return [r for r in results if r is not None], timing
 
     @staticmethod

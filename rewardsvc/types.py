@@ -163,30 +163,3 @@ def item_from_dict(data: dict[str, Any]) -> Item:
         group_id=None if group_id is None else str(group_id),
         metadata={str(k): str(v) for k, v in metadata.items()},
     )
-
-
-def item_to_dict(item: Item) -> dict[str, Any]:
-    def enc(t: Text) -> Any:
-        return t if isinstance(t, str) else [{"role": m.role, "content": m.content} for m in t]
-
-    out: dict[str, Any] = {"id": item.id, "prompt": enc(item.prompt), "response": enc(item.response)}
-    if item.reference is not None:
-        out["reference"] = item.reference
-    if item.steps:
-        out["steps"] = list(item.steps)
-    if item.group_id is not None:
-        out["group_id"] = item.group_id
-    if item.metadata:
-        out["metadata"] = dict(item.metadata)
-    return out
-
-
-def result_from_dict(data: dict[str, Any]) -> Result:
-    err = data.get("error")
-    return Result(
-        id=str(data.get("id", "")),
-        score=float(data.get("score", 0.0)),
-        step_scores=[float(x) for x in data.get("step_scores") or []],
-        details=dict(data.get("details") or {}),
-        error=ItemError(ErrorCode(err["code"]), err["message"]) if err else None,
-    )

@@ -160,3 +160,37 @@ def test_scorers_default_the_padding_bound_by_device() -> None:
     assert (gpu.max_batch_tokens, gpu.min_fill_ratio) == (GPU_MAX_BATCH_TOKENS, 0.0)
     mine = make_batcher(ident, BatcherConfig(max_batch_tokens=512, min_fill_ratio=0.5), "cpu", "t").config
     assert (mine.max_batch_tokens, mine.min_fill_ratio) == (512, 0.5)
+
+
+def test_queue_wait_is_noted_on_the_callers_request_clock() -> None:
+    """Score metadata's queue_time_ns: the second caller's item waits for the first one's batch."""
+    import threading
+
+    from rewardsvc import queue_clock
+
+    release = threading.Event()
+
+    def slow(payloads: list[int]) -> list[int]:
+        release.wait(5)
+        return payloads
+
+    async def go() -> tuple[int, int]:
+        b = DynamicBatcher(slow, BatcherConfig(max_batch_size=1, max_wait_ms=0))
+
+        async def one(x: int) -> int:
+            with queue_clock.measuring() as clock:
+                await b.score_all([x], [1])
+            return clock.waited_ns
+
+        first = asyncio.create_task(one(1))
+        await asyncio.sleep(0.05)  # the first batch is computing
+        second = asyncio.create_task(one(2))
+        await asyncio.sleep(0.05)
+        release.set()
+        waits = await asyncio.gather(first, second)
+        await b.close()
+        return waits[0], waits[1]
+
+    first, second = run(go())
+    assert second > first  # it queued behind a whole batch
+    assert second >= 40_000_000  # at least the 50 ms the first batch was held (a lower bound, not a timing)

@@ -6,7 +6,8 @@ import pytest
 
 from rewardsvc.config import config_to_dict, parse_config
 from rewardsvc.errors import ConfigError
-from rewardsvc.rayserve.layout import deployment_order, fit_workers, peer_names, scorer_infos
+from rewardsvc.rayserve.layout import deployment_order, fit_workers, peer_names
+from rewardsvc.registry import scorer_infos
 from rewardsvc.rayserve.options import RayConfig
 
 SCORERS = {
@@ -101,7 +102,7 @@ def test_workers_zero_means_one_per_reserved_cpu() -> None:
 
 
 def test_scorer_infos_match_listscorers_shape() -> None:
-    infos = scorer_infos(parse_config({"scorers": SCORERS}))
+    infos = scorer_infos(parse_config({"scorers": SCORERS}).scorers)
     assert [i["name"] for i in infos] == list(SCORERS)
     math = infos[0]
     assert math["kind"] == "math" and {o["name"] for o in math["options"]} == {"extract", "timeout_s"}

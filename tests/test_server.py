@@ -81,6 +81,21 @@ def test_stream_answers_each_request_with_its_id_fast_ones_first(math_server) ->
     assert "no scorer named" in by_id["unknown"].results[0].error.message
 
 
+def test_metadata_reports_queue_time_when_items_wait_for_a_worker(math_server) -> None:
+    """The math server has 2 workers: of 4 slow checks in one request, two wait for the first two."""
+    items = [messages.item_to_pb(Item(id=str(i), response=SLOW, reference="1")) for i in range(4)]
+    with grpc.insecure_channel(math_server.address) as ch:
+        response = pb_grpc.RewardServiceStub(ch).Score(pb.ScoreRequest(scorer="math", items=items), timeout=120)
+    meta = response.metadata
+    assert meta.items == 4
+    assert meta.queue_time_ns > 0 and meta.compute_time_ns > 0
+    with grpc.insecure_channel(math_server.address) as ch:  # a lone quick item on an idle pool barely waits
+        one = pb_grpc.RewardServiceStub(ch).Score(pb.ScoreRequest(scorer="math", items=[messages.item_to_pb(
+            Item(id="q", response="\\boxed{1}", reference="1"))]), timeout=60)
+    assert one.results[0].score == 1.0
+    assert one.metadata.queue_time_ns < meta.queue_time_ns
+
+
 def test_deadline_drops_the_work_and_the_server_goes_on(math_server) -> None:
     with RewardClient(math_server.address, retries=0) as c:
         t0 = time.perf_counter()

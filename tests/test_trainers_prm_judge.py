@@ -90,7 +90,7 @@ def test_judge_inputs_are_the_scorers_and_only_the_verdict_is_learnt(smollm_toke
     assert enc.mode == "reference" and enc.positive is False  # the row's verdict is "no"
 
     # The scorer's own context for the same item (its tokenizer handle is all chat_parts needs).
-    from rewardsvc.scorers.causal import MARK
+    from rewardsvc.scorers.render import MARK
 
     scorer = JudgeScorer("judge", ScorerConfig())
     scorer.lm = SimpleNamespace(tokenizer=tok)

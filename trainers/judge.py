@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rewardsvc.scorers.causal import first_token_ids
+from rewardsvc.scorers.render import MARK, chat_parts
 from rewardsvc.trainers.examples import JudgeExample, judge_example
-from rewardsvc.trainers.loop import Task, TrainConfig, Trainer, _f
+from rewardsvc.dataclass_dict import option
+from rewardsvc.trainers.loop import Task, TrainConfig, Trainer
 from rewardsvc.trainers.prm import auroc
 
 _YES = {"yes", "true", "correct", "1", "y"}
@@ -34,18 +36,18 @@ _NO = {"no", "false", "incorrect", "wrong", "0", "n"}
 
 @dataclass
 class JudgeConfig(TrainConfig):
-    model: str = _f("bundled:smollm2-135m-instruct", "causal LM to fine-tune (GGUF is converted once)")
-    max_length: int = _f(1024, "tokens per example (context + target); longer examples are skipped")
-    batch_size: int = _f(4, "examples per micro-batch per device")
-    learning_rate: float = _f(1e-5, "peak AdamW learning rate")
-    disable_dropout: bool = _f(True, "turn dropout off")
-    swap_augment: bool = _f(True, "pairwise rows also train with A and B swapped (verdict flipped)")
-    pointwise_template: str = _f("", "empty = the judge scorer's default")
-    pairwise_template: str = _f("", "empty = the judge scorer's default")
-    reference_template: str = _f("", "empty = the judge scorer's default")
-    pointwise_prefill: str = _f("Rating: ", "the start of the judge's reply in pointwise mode (as the scorer)")
-    eval_batch_tokens: int = _f(8192, "token budget of one evaluation forward")
-    scorer_name: str = _f("judge", "name of the judge scorer in the written rewardsvc.yaml")
+    model: str = option("bundled:smollm2-135m-instruct", "causal LM to fine-tune (GGUF is converted once)")
+    max_length: int = option(1024, "tokens per example (context + target); longer examples are skipped")
+    batch_size: int = option(4, "examples per micro-batch per device")
+    learning_rate: float = option(1e-5, "peak AdamW learning rate")
+    disable_dropout: bool = option(True, "turn dropout off")
+    swap_augment: bool = option(True, "pairwise rows also train with A and B swapped (verdict flipped)")
+    pointwise_template: str = option("", "empty = the judge scorer's default")
+    pairwise_template: str = option("", "empty = the judge scorer's default")
+    reference_template: str = option("", "empty = the judge scorer's default")
+    pointwise_prefill: str = option("Rating: ", "the start of the judge's reply in pointwise mode (as the scorer)")
+    eval_batch_tokens: int = option(8192, "token budget of one evaluation forward")
+    scorer_name: str = option("judge", "name of the judge scorer in the written rewardsvc.yaml")
 
 
 @dataclass
@@ -120,24 +122,9 @@ class JudgePrompts:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def chat_parts(self, user: str, prefill: str = "") -> list[list[int]]:
-        """As CausalLMScorer.chat_parts: one user turn, generation prompt, prefill; split at MARK."""
-        from rewardsvc.scorers.causal import MARK
-
-        tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                           add_generation_prompt=True)
-        else:
-            text = f"{user}\n\n"
-        parts = [self.encode(p) for p in (text + prefill).split(MARK)]
-        if not parts[0]:
-            start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-            parts[0] = [int(start)]
-        return parts
+        return chat_parts(self.tokenizer, user, prefill)
 
     def context(self, mode: str, prompt: str, responses: Sequence[str], reference: str | None) -> list[int]:
-        from rewardsvc.scorers.causal import MARK
-
         if mode == "pointwise":
             head, tail = self.pointwise.split("{response}", 1)
             user = head.format(prompt=prompt) + MARK + responses[0] + tail.format(prompt=prompt)

@@ -27,6 +27,8 @@ from typing import Any, Sequence
 
 import yaml
 
+from rewardsvc.dataclass_dict import option
+
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
@@ -37,51 +39,45 @@ SERVING_CONFIG = "rewardsvc.yaml"
 SUMMARY_FILE = "results.json"
 
 
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class TrainConfig:
     """Fields every trainer shares; each trainer's config adds its own."""
 
-    model: str = _f("bundled:all-minilm-l6-v2", "base model: local HF dir, .gguf file, bundled:NAME or cache:NAME")
-    output_dir: str = _f("", "where the checkpoint, metrics and rewardsvc.yaml go (required)")
-    train_file: str = _f("", "JSONL(.gz) training data; comma-separated files and globs allowed (required)")
-    eval_file: str = _f("", "held-out JSONL; empty = hold out eval_fraction of train_file with split_seed")
-    eval_fraction: float = _f(0.1, "share of train_file held out when eval_file is empty")
-    split_seed: int = _f(0, "seed of the train/held-out split")
-    max_train_examples: int = _f(0, "train on a seeded sample of this many rows (0 = all)")
-    max_eval_examples: int = _f(0, "evaluate on the first this many held-out rows (0 = all)")
-    max_length: int = _f(512, "tokens per sequence; longer inputs lose the start of the prompt")
-    batch_size: int = _f(8, "examples per micro-batch per device")
-    gradient_accumulation_steps: int = _f(1, "micro-batches per optimiser step")
-    learning_rate: float = _f(5e-5, "peak AdamW learning rate")
-    weight_decay: float = _f(0.0, "AdamW weight decay (not applied to biases and norms)")
-    adam_beta1: float = _f(0.9, "AdamW beta1")
-    adam_beta2: float = _f(0.999, "AdamW beta2")
-    adam_epsilon: float = _f(1e-8, "AdamW epsilon")
-    warmup_ratio: float = _f(0.05, "share of the steps with linear warmup")
-    lr_scheduler: str = _f("cosine", "cosine, linear or constant (after warmup)")
-    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
-    num_epochs: float = _f(1.0, "passes over the training data (fractions allowed)")
-    max_steps: int = _f(0, "optimiser steps; overrides num_epochs when > 0")
-    group_by_length: bool = _f(True, "batch examples of similar length together (less padding)")
-    eval_steps: int = _f(0, "evaluate every N steps (0 = only at the end)")
-    eval_on_start: bool = _f(False, "also evaluate before the first step (a baseline for the curves)")
-    save_steps: int = _f(0, "save a resumable checkpoint every N steps and at the last step (0 = only on Ctrl-C)")
-    save_total_limit: int = _f(2, "keep this many checkpoints")
-    logging_steps: int = _f(1, "write a metrics line every N steps")
-    seed: int = _f(0, "seed of the head initialisation and the data order")
-    device: str = _f("auto", "auto (cuda if visible, else cpu), cpu, cuda")
-    mixed_precision: str = _f("auto", "auto (bf16 autocast on GPU, fp32 on CPU), bf16, no")
-    disable_dropout: bool = _f(True, "turn dropout off (as TRL does for reward models)")
-    resume_from: str = _f("", "continue a run: 'latest' (newest checkpoint in output_dir) or a checkpoint dir")
-    overwrite_output_dir: bool = _f(False, "start fresh even if output_dir holds checkpoints of an earlier run")
-    progress: bool = _f(True, "show a tqdm progress bar")
-    plot: bool = _f(True, "write metrics.png (loss and accuracy) at the end")
+    model: str = option("bundled:all-minilm-l6-v2", "base model: local HF dir, .gguf file, bundled:NAME or cache:NAME")
+    output_dir: str = option("", "where the checkpoint, metrics and rewardsvc.yaml go (required)")
+    train_file: str = option("", "JSONL(.gz) training data; comma-separated files and globs allowed (required)")
+    eval_file: str = option("", "held-out JSONL; empty = hold out eval_fraction of train_file with split_seed")
+    eval_fraction: float = option(0.1, "share of train_file held out when eval_file is empty")
+    split_seed: int = option(0, "seed of the train/held-out split")
+    max_train_examples: int = option(0, "train on a seeded sample of this many rows (0 = all)")
+    max_eval_examples: int = option(0, "evaluate on the first this many held-out rows (0 = all)")
+    max_length: int = option(512, "tokens per sequence; longer inputs lose the start of the prompt")
+    batch_size: int = option(8, "examples per micro-batch per device")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimiser step")
+    learning_rate: float = option(5e-5, "peak AdamW learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay (not applied to biases and norms)")
+    adam_beta1: float = option(0.9, "AdamW beta1")
+    adam_beta2: float = option(0.999, "AdamW beta2")
+    adam_epsilon: float = option(1e-8, "AdamW epsilon")
+    warmup_ratio: float = option(0.05, "share of the steps with linear warmup")
+    lr_scheduler: str = option("cosine", "cosine, linear or constant (after warmup)")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0 = off)")
+    num_epochs: float = option(1.0, "passes over the training data (fractions allowed)")
+    max_steps: int = option(0, "optimiser steps; overrides num_epochs when > 0")
+    group_by_length: bool = option(True, "batch examples of similar length together (less padding)")
+    eval_steps: int = option(0, "evaluate every N steps (0 = only at the end)")
+    eval_on_start: bool = option(False, "also evaluate before the first step (a baseline for the curves)")
+    save_steps: int = option(0, "save a resumable checkpoint every N steps and at the last step (0 = only on Ctrl-C)")
+    save_total_limit: int = option(2, "keep this many checkpoints")
+    logging_steps: int = option(1, "write a metrics line every N steps")
+    seed: int = option(0, "seed of the head initialisation and the data order")
+    device: str = option("auto", "auto (cuda if visible, else cpu), cpu, cuda")
+    mixed_precision: str = option("auto", "auto (bf16 autocast on GPU, fp32 on CPU), bf16, no")
+    disable_dropout: bool = option(True, "turn dropout off (as TRL does for reward models)")
+    resume_from: str = option("", "continue a run: 'latest' (newest checkpoint in output_dir) or a checkpoint dir")
+    overwrite_output_dir: bool = option(False, "start fresh even if output_dir holds checkpoints of an earlier run")
+    progress: bool = option(True, "show a tqdm progress bar")
+    plot: bool = option(True, "write metrics.png (loss and accuracy) at the end")
 
 
 class Task(abc.ABC):

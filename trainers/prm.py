@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rewardsvc.trainers.examples import InconsistentRowError, StepExample, first_error, step_examples
-from rewardsvc.trainers.loop import Task, TrainConfig, Trainer, _f
+from rewardsvc.dataclass_dict import option
+from rewardsvc.trainers.loop import Task, TrainConfig, Trainer
 from rewardsvc.trainers.rm import pad_batch
 
 log = logging.getLogger(__name__)
@@ -29,15 +30,15 @@ LABEL_NAMES = {0: "wrong", 1: "correct"}
 
 @dataclass
 class PRMConfig(TrainConfig):
-    max_length: int = _f(512, "tokens per solution; steps that don't fit are dropped from the end")
-    step_separator: str = _f("\n", "appended after each step; the label sits on its last token")
-    error_weight: float = _f(1.0, "loss weight of wrong-step labels (>1 counters the many correct steps)")
-    wrong_after_first_error: bool = _f(
+    max_length: int = option(512, "tokens per solution; steps that don't fit are dropped from the end")
+    step_separator: str = option("\n", "appended after each step; the label sits on its last token")
+    error_weight: float = option(1.0, "loss weight of wrong-step labels (>1 counters the many correct steps)")
+    wrong_after_first_error: bool = option(
         False, "train every step from the first wrong one on as wrong (Math-Shepherd's prefix view: the "
         "solution is broken from there); evaluation always uses the labels as given")
-    threshold: float = _f(0.5, "a step with p(correct) below this counts as wrong in evaluation")
-    eval_batch_tokens: int = _f(16384, "token budget of one evaluation forward")
-    scorer_name: str = _f("prm", "name of the prm scorer in the written rewardsvc.yaml")
+    threshold: float = option(0.5, "a step with p(correct) below this counts as wrong in evaluation")
+    eval_batch_tokens: int = option(16384, "token budget of one evaluation forward")
+    scorer_name: str = option("prm", "name of the prm scorer in the written rewardsvc.yaml")
 
 
 @dataclass

@@ -14,16 +14,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rewardsvc.trainers.examples import Pair, preference_pair
-from rewardsvc.trainers.loop import Task, TrainConfig, Trainer, _f
+from rewardsvc.dataclass_dict import option
+from rewardsvc.trainers.loop import Task, TrainConfig, Trainer
 
 
 @dataclass
 class RMConfig(TrainConfig):
-    max_length: int = _f(256, "tokens per (prompt, response); longer inputs lose the start of the prompt")
-    margin_column: str = _f("margin", "row field with a per-pair margin m in -log σ(r_c - r_r - m); absent = 0")
-    center_rewards_coefficient: float = _f(0.0, "λ of the reward-centering term λ·mean((r_c + r_r)²); 0.01 is usual")
-    eval_batch_tokens: int = _f(16384, "token budget of one evaluation forward")
-    scorer_name: str = _f("rm", "name of the classifier scorer in the written rewardsvc.yaml")
+    max_length: int = option(256, "tokens per (prompt, response); longer inputs lose the start of the prompt")
+    margin_column: str = option("margin", "row field with a per-pair margin m in -log σ(r_c - r_r - m); absent = 0")
+    center_rewards_coefficient: float = option(0.0, "λ of the reward-centering term λ·mean((r_c + r_r)²); 0.01 is usual")
+    eval_batch_tokens: int = option(16384, "token budget of one evaluation forward")
+    scorer_name: str = option("rm", "name of the classifier scorer in the written rewardsvc.yaml")
 
 
 @dataclass

@@ -16,6 +16,7 @@ import os
 import resource
 import sys
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,10 @@ class WorkerPool:
         self._spawners.add(task)
         task.add_done_callback(self._spawners.discard)
 
-    async def run(self, job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        """Send `job` to an idle worker and return its reply within `timeout_s` seconds."""
+    async def run(self, job: dict[str, Any], timeout_s: float,
+                  on_start: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Send `job` to an idle worker and return its reply within `timeout_s` seconds.
+        `on_start` is called when a worker takes the job (callers measure their queue wait with it)."""
         if self._closed:
             raise RuntimeError("worker pool is closed")
         if self._waiting >= self.queue_limit:
@@ -132,6 +135,8 @@ class WorkerPool:
             worker = await self._idle.get()
         finally:
             self._waiting -= 1
+        if on_start is not None:
+            on_start()
         done = False
         try:
             assert worker.proc.stdin is not None and worker.proc.stdout is not None

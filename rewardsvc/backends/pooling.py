@@ -11,20 +11,48 @@ no padding, and returns each item's logits without padding. Tasks:
                              Qwen2.5-Math-PRM); logits at the requested positions
     lm_logits                AutoModelForCausalLM; LM-head logits at the requested positions,
                              restricted to the requested vocabulary ids (Math-Shepherd "+"/"-")
+
+Checkpoints whose config names their own code (`auto_map`: ArmoRM, Qwen2.5-Math-PRM) load only with
+`trust_remote_code`; heads that public checkpoints use without shipping code load from
+backends/heads.py. A multi-objective RM (ArmoRM: per-objective rewards, a gating layer and their
+weighted sum as `score`) returns all three per item.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from rewardsvc.backends.device import resolve_device, resolve_dtype
-from rewardsvc.model_refs import resolve_model_path
+from rewardsvc.model_refs import resolve_model
 
 log = logging.getLogger(__name__)
 
 TASKS = ("sequence_classification", "token_classification", "lm_logits")
+
+
+@dataclass
+class SequenceOutput:
+    """One item's sequence-classification output."""
+
+    logits: list[float]
+    #: Multi-objective RMs (ArmoRM): the reward per objective and the gating layer's weight for each.
+    objectives: list[float] | None = None
+    weights: list[float] | None = None
+
+
+class RemoteCodeError(ValueError):
+    """The checkpoint needs its own model code and the scorer did not allow it."""
+
+
+def remote_code_error(model: str, auto_map: Any) -> RemoteCodeError:
+    return RemoteCodeError(
+        f"{model} ships its own model code (config.json auto_map: {auto_map}), which the stock "
+        "transformers classes can't stand in for: set `trust_remote_code: true` in this scorer's config "
+        "to run it (only for a checkpoint whose code you trust)"
+    )
 
 
 def is_decoder_config(config: Any) -> bool:
@@ -68,7 +96,8 @@ class PoolingBackend:
 
         if task not in TASKS:
             raise ValueError(f"task {task!r}: use one of {TASKS}")
-        path = resolve_model_path(model)
+        self.resolved = resolve_model(model)
+        path = self.resolved.path
         if path.is_file():
             raise ValueError(
                 f"model {model!r} is a single file ({path.name}); classification scorers need an HF "
@@ -78,14 +107,23 @@ class PoolingBackend:
         self.task = task
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            hf_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except ValueError as exc:
+            if "trust_remote_code" in str(exc) and not trust_remote_code:
+                raise remote_code_error(model, _auto_map_of(path)) from None
+            raise
         kwargs: dict[str, Any] = {
             "dtype": self.dtype, "trust_remote_code": trust_remote_code, "output_loading_info": True,
         }
-        hf_config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         auto_map = getattr(hf_config, "auto_map", None)
-        if task == "sequence_classification":
-            loader: Any = AutoModelForSequenceClassification
+        builtin = _builtin_class(hf_config, auto_map) if task == "sequence_classification" else None
+        if builtin is not None:
+            loader: Any = builtin
+            kwargs.pop("trust_remote_code")
+        elif task == "sequence_classification":
+            loader = AutoModelForSequenceClassification
         elif task == "lm_logits":
             loader = AutoModelForCausalLM
         elif trust_remote_code and auto_map and "AutoModel" in auto_map:
@@ -94,9 +132,17 @@ class PoolingBackend:
             loader = AutoModel
         else:
             loader = AutoModelForTokenClassification
-        net, info = loader.from_pretrained(path, **kwargs)
+        try:
+            net, info = loader.from_pretrained(path, **kwargs)
+        except ValueError as exc:
+            if "trust_remote_code" in str(exc) and not trust_remote_code:
+                raise remote_code_error(model, auto_map) from None
+            raise
         blank = set(info.get("missing_keys") or ())
         blank |= {k[0] if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys") or ()}
+        if blank and auto_map and not trust_remote_code:
+            # The stock class loaded, but the weights are for the checkpoint's own class.
+            raise remote_code_error(model, auto_map)
         if blank:
             # Never serve freshly initialised weights as if they were a trained model.
             names = sorted(blank)
@@ -107,6 +153,8 @@ class PoolingBackend:
             )
         self.model = net.to(self.device).eval()
         self.is_decoder = is_decoder_config(self.model.config)
+        self.multi_objective = getattr(self.model.config, "num_objectives", None) is not None
+        log.info("%s: %s model %s", model, task, self.resolved.describe())
 
         pad = self.tokenizer.pad_token_id
         if pad is None:
@@ -166,10 +214,23 @@ class PoolingBackend:
 
     def sequence_logits(self, batch: Sequence[Sequence[int]]) -> list[list[float]]:
         """One row of `num_labels` logits per item."""
+        return [out.logits for out in self.sequence_outputs(batch)]
+
+    def sequence_outputs(self, batch: Sequence[Sequence[int]]) -> list[SequenceOutput]:
+        """Per item: its logits (a multi-objective RM's `score`), and its objectives when it has them."""
         with self._torch.inference_mode():
             tensors, _ = self._batch(batch)
-            logits = self.model(**tensors).logits
-        return logits.float().cpu().tolist()
+            out = self.model(**tensors)
+        score = getattr(out, "score", None) if self.multi_objective else None
+        logits = (score if score is not None else out.logits).float().cpu()
+        rows = logits.reshape(len(batch), -1).tolist()  # ArmoRM's score is one number per item
+        if not self.multi_objective:
+            return [SequenceOutput(r) for r in rows]
+        rewards = getattr(out, "rewards", None)
+        gating = getattr(out, "gating_output", None)
+        objectives = rewards.float().cpu().tolist() if rewards is not None else [None] * len(rows)
+        weights = gating.float().cpu().tolist() if gating is not None else [None] * len(rows)
+        return [SequenceOutput(r, o, w) for r, o, w in zip(rows, objectives, weights)]
 
     def token_logits(
         self, batch: Sequence[Sequence[int]], positions: Sequence[Sequence[int]]
@@ -211,3 +272,22 @@ class PoolingBackend:
     ) -> list[list[list[float]]]:
         rows = logits.float().cpu()
         return [[rows[r, offsets[r] + p].tolist() for p in pos] for r, pos in enumerate(positions)]
+
+
+def _auto_map_of(path: Path) -> Any:
+    import json
+
+    try:
+        return json.loads((path / "config.json").read_text()).get("auto_map")
+    except (OSError, ValueError):
+        return None
+
+
+def _builtin_class(hf_config: Any, auto_map: Any) -> Any:
+    """The built-in class for a checkpoint whose architecture transformers lacks (backends/heads.py)."""
+    names = getattr(hf_config, "architectures", None) or []
+    if auto_map or len(names) != 1:
+        return None
+    from rewardsvc.backends.heads import BUILTIN_ARCHITECTURES
+
+    return BUILTIN_ARCHITECTURES.get(names[0])

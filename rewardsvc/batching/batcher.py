@@ -17,6 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from rewardsvc import queue_clock
+from rewardsvc.queue_clock import QueueClock
+
 P = TypeVar("P")
 R = TypeVar("R")
 
@@ -63,6 +66,7 @@ class _Entry(Generic[P, R]):
     cost: int
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+    clock: QueueClock | None = field(default_factory=queue_clock.current)  # the caller's request
 
 
 @dataclass
@@ -193,6 +197,10 @@ class DynamicBatcher(Generic[P, R]):
             if not batch:
                 continue
             payloads = [e.payload for e in batch]
+            started = time.perf_counter()
+            for e in batch:
+                if e.clock is not None:
+                    e.clock.note(int((started - e.enqueued) * 1e9))
             try:
                 results = await asyncio.to_thread(self.compute, payloads)
                 if len(results) != len(batch):

@@ -20,7 +20,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 import ray
@@ -32,9 +32,9 @@ from ray.serve.handle import DeploymentHandle
 
 from rewardsvc.config import Config, ScorerSpec
 from rewardsvc.errors import ConfigError, RewardServiceError, UnknownScorerError
-from rewardsvc.rayserve.layout import deployment_order, fit_workers, peer_names, scorer_infos
+from rewardsvc.rayserve.layout import deployment_order, fit_workers, peer_names
 from rewardsvc.rayserve.options import RayConfig
-from rewardsvc.registry import scorer_class
+from rewardsvc.registry import scorer_class, scorer_infos
 from rewardsvc.scorers.base import Scorer
 from rewardsvc.server.app import SERVICE_NAME, RewardServicer
 from rewardsvc.server.auth import load_token
@@ -126,11 +126,14 @@ class ScorerDeployment:
 
 
 class ServeBackedService:
-    """What RewardServicer needs from a ScoringService, answered by the scorer deployments."""
+    """The ServingCore the ingress's RewardServicer uses, answered by the scorer deployments."""
 
     def __init__(self, handles: dict[str, DeploymentHandle], infos: list[dict[str, Any]]) -> None:
         self.scorers = handles
         self.infos = infos
+
+    def has_scorer(self, name: str) -> bool:
+        return name in self.scorers
 
     def scorer_infos(self) -> list[dict[str, Any]]:
         return self.infos
@@ -154,7 +157,7 @@ class _RayContext:
     def __init__(self, context: Any) -> None:
         self.context = context
 
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+    async def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
         self.context.set_code(code)
         self.context.set_details(details)
         raise _Aborted(details)
@@ -166,7 +169,7 @@ class Ingress:
     def __init__(self, handles: dict[str, DeploymentHandle], infos: list[dict[str, Any]], log_items: bool,
                  token: str | None) -> None:
         # `token` is resolved where the app is built: replicas don't share the deploying process's environment.
-        self.servicer = RewardServicer(ServeBackedService(handles, infos), None, log_items)  # type: ignore[arg-type]
+        self.servicer = RewardServicer(ServeBackedService(handles, infos), None, log_items)
         self.servicer.ready = True  # Serve sends traffic only once every deployment is up
         self.expected = f"Bearer {token}" if token else None
 
@@ -185,18 +188,18 @@ class Ingress:
     async def Score(self, request: pb.ScoreRequest, grpc_context: Any) -> pb.ScoreResponse:
         if not self._authorized(grpc_context):
             raise _Aborted("unauthenticated")
-        return await self.servicer.Score(request, _RayContext(grpc_context))  # type: ignore[arg-type]
+        return await self.servicer.Score(request, _RayContext(grpc_context))
 
     async def ScoreStream(self, requests: AsyncIterator[pb.ScoreRequest], grpc_context: Any) -> AsyncIterator[pb.ScoreResponse]:
         if not self._authorized(grpc_context):
             raise _Aborted("unauthenticated")
-        async for response in self.servicer.ScoreStream(requests, None):  # type: ignore[arg-type]
+        async for response in self.servicer.ScoreStream(requests, None):
             yield response
 
     async def ListScorers(self, request: pb.ListScorersRequest, grpc_context: Any) -> pb.ListScorersResponse:
         if not self._authorized(grpc_context):
             raise _Aborted("unauthenticated")
-        return await self.servicer.ListScorers(request, None)  # type: ignore[arg-type]
+        return await self.servicer.ListScorers(request, None)
 
     async def Check(self, request: health_pb2.HealthCheckRequest, grpc_context: Any) -> health_pb2.HealthCheckResponse:
         # Open without a token, like the plain server: kubelet probes carry none.
@@ -223,7 +226,7 @@ def build_app(config: Config) -> serve.Application:
         deployment = serve.deployment(ScorerDeployment).options(name=name, **opts.to_serve())
         bound[name] = deployment.bind(cfg, name, {p: bound[p] for p in peer_names(spec)})
     ingress = serve.deployment(Ingress).options(name=INGRESS_NAME, **rc.ingress.to_serve())
-    return ingress.bind(bound, scorer_infos(config), config.server.log_items, load_token(config.server))
+    return ingress.bind(bound, scorer_infos(config.scorers), config.server.log_items, load_token(config.server))
 
 
 def free_port() -> int:

@@ -10,9 +10,15 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from rewardsvc.dataclass_dict import option
 from rewardsvc.types import Item, Result
+
+if TYPE_CHECKING:
+    from rewardsvc.batching import DynamicBatcher
+
+__all__ = ["NoConfig", "NoOptions", "Scorer", "option"]
 
 
 @dataclasses.dataclass
@@ -23,13 +29,6 @@ class NoConfig:
 @dataclasses.dataclass
 class NoOptions:
     """For scorers without per-request options."""
-
-
-def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
-    """A dataclass field with a help text (shown by ListScorers and `rewardsvc scorers`)."""
-    if isinstance(default, (list, dict)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
 
 
 class Scorer(abc.ABC):
@@ -44,8 +43,13 @@ class Scorer(abc.ABC):
         self.name = name
         self.config = config
 
+    def uses(self) -> list[str]:
+        """Names of the other hosted scorers this one calls (a composite's components). The service
+        starts them first and refuses loops; on Ray each becomes a handle this scorer's replica gets."""
+        return []
+
     async def start(self, peers: Mapping[str, "Scorer"]) -> None:
-        """Load models, start worker pools. `peers` are the other hosted scorers (for composites)."""
+        """Load models, start worker pools. `peers` holds at least the scorers named by `uses()`."""
 
     async def close(self) -> None:
         """Release workers and models."""
@@ -54,12 +58,13 @@ class Scorer(abc.ABC):
         """Return why `item` can't be scored by this scorer (it gets an INVALID_ITEM error), or None."""
         return None
 
-    def stats(self) -> dict[str, float]:
-        """Gauges for /metrics. By default: queue depth and batch fill of any DynamicBatcher the
-        scorer holds, so batched scorers report them without extra code."""
-        from rewardsvc.batching import DynamicBatcher
+    def batchers(self) -> Sequence["DynamicBatcher[Any, Any]"]:
+        """The dynamic batchers this scorer feeds (their queue depth and fill are its gauges)."""
+        return ()
 
-        batchers = [v for v in vars(self).values() if isinstance(v, DynamicBatcher)]
+    def stats(self) -> dict[str, float]:
+        """Gauges for /metrics: by default, queue depth and batch fill of `batchers()`."""
+        batchers = self.batchers()
         if not batchers:
             return {}
         padded = sum(b.stats.padded_tokens for b in batchers)

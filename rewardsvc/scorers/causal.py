@@ -25,11 +25,8 @@ from rewardsvc.backends.causal_lm import (
 from rewardsvc.batching import BatcherConfig, DynamicBatcher
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.scorers.batched import batcher_field, make_batcher, run_batched
-from rewardsvc.scorers.render import render_prompt
+from rewardsvc.scorers.render import chat_parts, render_prompt
 from rewardsvc.types import Text
-
-#: A private-use character marking where a chat-rendered text is split into separately tokenised parts.
-MARK = "\ue000"
 
 
 @dataclasses.dataclass
@@ -70,10 +67,12 @@ class CausalLMScorer(Scorer):
         self.logprob_batcher = make_batcher(self._compute_logprobs, cfg.batching, device, f"{self.name}-logprobs")
         self.generate_batcher = make_batcher(self.lm.generate, cfg.batching, device, f"{self.name}-generate")
 
+    def batchers(self) -> Sequence[DynamicBatcher[Any, Any]]:
+        return tuple(b for b in (self.logprob_batcher, self.generate_batcher) if b is not None)
+
     async def close(self) -> None:
-        for batcher in (self.logprob_batcher, self.generate_batcher):
-            if batcher is not None:
-                await batcher.close()
+        for batcher in self.batchers():
+            await batcher.close()
         if self.lm is not None:
             release(self.lm)
             self.lm = None
@@ -109,22 +108,7 @@ class CausalLMScorer(Scorer):
         return ids
 
     def chat_parts(self, user: str, assistant_prefill: str = "") -> list[list[int]]:
-        """A one-turn chat (user message, then the assistant turn started with `assistant_prefill`)
-        rendered with the model's template and split at each MARK in `user`/`assistant_prefill`;
-        each part is tokenised on its own, so parts (a shared question, a response) keep fixed ids."""
-        tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
-                                           add_generation_prompt=True)
-        else:
-            text = f"{user}\n\n"
-        text += assistant_prefill
-        parts = text.split(MARK)
-        out = [self.encode(p) for p in parts]
-        if not out[0]:
-            start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-            out[0] = [int(start)]
-        return out
+        return chat_parts(self.tokenizer, user, assistant_prefill)
 
     def check_length(self, n_tokens: int) -> None:
         if n_tokens > self.config.max_length:

@@ -83,6 +83,9 @@ class CompositeScorer(Scorer):
             return [c for c in (cfg.outcome, cfg.process) if c is not None]
         return list(cfg.components)
 
+    def uses(self) -> list[str]:
+        return list(dict.fromkeys(c.scorer for c in self._needed()))
+
     async def start(self, peers: Mapping[str, Scorer]) -> None:
         cfg: CompositeConfig = self.config
         where = f"scorer {self.name!r}"
@@ -105,7 +108,6 @@ class CompositeScorer(Scorer):
                     f"{where}: component {comp.scorer!r} is not a scorer on this server; "
                     f"hosted: {sorted(peers)}"
                 )
-            self._check_cycle(comp.scorer, peers, [self.name])
             try:
                 self.options[id(comp)] = from_dict(
                     peer.Options, comp.options, f"{where}: options for component {comp.scorer!r}"
@@ -113,15 +115,6 @@ class CompositeScorer(Scorer):
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
             self.peers[comp.scorer] = peer
-
-    def _check_cycle(self, name: str, peers: Mapping[str, Scorer], path: list[str]) -> None:
-        if name in path:
-            loop = " -> ".join(path + [name])
-            raise ConfigError(f"composite scorers refer to each other in a loop: {loop}")
-        peer = peers.get(name)
-        if isinstance(peer, CompositeScorer):
-            for comp in peer._needed():
-                self._check_cycle(comp.scorer, peers, path + [name])
 
     def check_item(self, item: Item) -> str | None:
         cfg: CompositeConfig = self.config

@@ -30,7 +30,8 @@ from rewardsvc.backends.causal_lm import GenerateRequest, LogprobRequest
 from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.scorers.batched import failure
-from rewardsvc.scorers.causal import MARK, CausalLMConfig, CausalLMScorer, TooLongError, group_key
+from rewardsvc.scorers.causal import CausalLMConfig, CausalLMScorer, TooLongError, group_key
+from rewardsvc.scorers.render import MARK
 from rewardsvc.scorers.master_keys import master_key_reason
 from rewardsvc.types import ErrorCode, Item, Result
 

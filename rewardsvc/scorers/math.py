@@ -6,8 +6,10 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 
+from rewardsvc import queue_clock
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.types import ErrorCode, Item, Result
 from rewardsvc.verifiers.math.extract import EXTRACTORS, extract_answer, reference_answer
@@ -87,8 +89,9 @@ class MathScorer(Scorer):
                                                  "reason": f"answer or reference longer than max_answer_chars={limit}"})
         # math-verify's internal alarms fire a bit before the parent's hard kill.
         job = {"gold": gold, "pred": answer, "timeout_s": max(1, int(timeout_s * 0.6))}
+        clock, queued = queue_clock.current(), time.perf_counter_ns()
         try:
-            reply = await self.pool.run(job, timeout_s)
+            reply = await self.pool.run(job, timeout_s, on_start=clock and (lambda: clock.note_since(queued)))
         except PoolTimeoutError as exc:
             reply = {"verdict": "timeout", "reason": str(exc)}
         except WorkerCrashedError as exc:

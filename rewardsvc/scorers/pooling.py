@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rewardsvc.batching import DynamicBatcher
@@ -54,6 +54,9 @@ class PoolingScorer(Scorer):
 
     def _forward(self, batch: list[Any]) -> list[Any]:
         raise NotImplementedError
+
+    def batchers(self) -> Sequence[DynamicBatcher[Any, Any]]:
+        return () if self.batcher is None else (self.batcher,)
 
     async def close(self) -> None:
         if self.batcher is not None:

@@ -114,6 +114,27 @@ def render_prompt(tokenizer: Any, prompt: Text) -> str:
 _SPECIALS: dict[int, tuple[Any, list[int], list[int]]] = {}
 
 
+# Splits a prompt into parts tokenised on their own (a private-use character no prompt contains), so a
+# shared question keeps the same token ids whatever response follows it (prefix sharing, judge training).
+MARK = "\ue000"
+
+
+def chat_parts(tokenizer: Any, user: str, assistant_prefill: str = "") -> list[list[int]]:
+    """A one-turn chat (user message, then the assistant turn started with `assistant_prefill`)
+    rendered with the model's template and split at each MARK; each part is tokenised on its own.
+    The judge scorer and the judge trainer both use this, so training sees what serving sends."""
+    if has_chat_template(tokenizer):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                             add_generation_prompt=True)
+    else:
+        text = f"{user}\n\n"
+    parts = [list(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in (text + assistant_prefill).split(MARK)]
+    if not parts[0]:  # nothing to condition on: start from BOS (or EOS)
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        parts[0] = [int(start)]
+    return parts
+
+
 def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
     """(prefix, suffix) the tokenizer adds around one sequence, e.g. ([CLS], [SEP]) or ([BOS], [])."""
     cached = _SPECIALS.get(id(tokenizer))

@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import NoReturn, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -20,7 +21,7 @@ from rewardsvc.config import Config, ServerConfig
 from rewardsvc.errors import ConfigError, RewardServiceError
 from rewardsvc.server.auth import BearerTokenInterceptor, load_token
 from rewardsvc.server.prometheus import Metrics
-from rewardsvc.service import ScoringService
+from rewardsvc.service import ScoringService, ServingCore
 from rewardsvc.types import ErrorCode, Result
 from rewardsvc.v1 import reward_pb2 as pb
 from rewardsvc.v1 import reward_pb2_grpc as pb_grpc
@@ -38,8 +39,16 @@ _STREAM_ERROR_CODES = {
 }
 
 
+class CallContext(Protocol):
+    """The part of grpc.aio.ServicerContext the servicer uses (the Ray ingress passes its own)."""
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> NoReturn: ...
+
+
 class RewardServicer(pb_grpc.RewardServiceServicer):
-    def __init__(self, service: ScoringService, metrics: Metrics | None = None, log_items: bool = False) -> None:
+    """rewardsvc.v1 over a ServingCore: protobuf in and out, request-level errors as status codes."""
+
+    def __init__(self, service: ServingCore, metrics: Metrics | None = None, log_items: bool = False) -> None:
         self.service = service
         self.metrics = metrics
         self.log_items = log_items
@@ -52,7 +61,7 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
         code = "OK"
         errors: dict[str, int] = {}
         # Only scorer names that exist become metric labels, so clients can't blow up cardinality.
-        label = request.scorer if request.scorer in self.service.scorers else "unknown"
+        label = request.scorer if self.service.has_scorer(request.scorer) else "unknown"
         try:
             items = [messages.item_from_pb(i) for i in request.items]
             options = messages.options_from_struct(request.options)
@@ -90,7 +99,7 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
             ),
         )
 
-    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+    async def Score(self, request: pb.ScoreRequest, context: CallContext) -> pb.ScoreResponse:
         try:
             return await self._score(request)
         except _NotReady:
@@ -100,7 +109,7 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
         raise AssertionError("unreachable")
 
     async def ScoreStream(
-        self, request_iterator: AsyncIterator[pb.ScoreRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[pb.ScoreRequest], context: CallContext | None
     ) -> AsyncIterator[pb.ScoreResponse]:
         out: asyncio.Queue[pb.ScoreResponse | None] = asyncio.Queue()
         tasks: set[asyncio.Task] = set()
@@ -142,7 +151,7 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
                 t.cancel()
 
     async def ListScorers(
-        self, request: pb.ListScorersRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListScorersRequest, context: CallContext | None
     ) -> pb.ListScorersResponse:
         return pb.ListScorersResponse(
             scorers=[
