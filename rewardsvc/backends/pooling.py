@@ -72,6 +72,17 @@ def is_decoder_config(config: Any) -> bool:
     return model_type in causal and model_type not in masked
 
 
+def single_token_id(tokenizer: Any, token: str) -> int:
+    """The single vocabulary id `token` encodes to; a clear error if it is not one token."""
+    ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(
+            f"{token!r} is {len(ids)} tokens for this tokenizer ({ids}); it must be exactly one "
+            "(try it with or without a leading space)"
+        )
+    return int(ids[0])
+
+
 class PoolingBackend:
     """One HF model for classification-style forward passes, used from one thread at a time."""
 
@@ -184,14 +195,7 @@ class PoolingBackend:
         return int(self.model.config.num_labels)
 
     def token_id(self, token: str) -> int:
-        """The single vocabulary id `token` encodes to; a clear error if it is not one token."""
-        ids = self.tokenizer(token, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise ValueError(
-                f"{token!r} is {len(ids)} tokens for this tokenizer ({ids}); it must be exactly one "
-                "(try it with or without a leading space)"
-            )
-        return int(ids[0])
+        return single_token_id(self.tokenizer, token)
 
     def _batch(self, batch: Sequence[Sequence[int]]) -> tuple[dict[str, Any], list[int]]:
         """Padded tensors and each row's left offset (how far padding shifted its tokens)."""

@@ -1,5 +1,8 @@
 """The `classifier` scorer: a sequence-classification reward model (num_labels=1) as a reward.
 
+Multi-objective reward models (ArmoRM: a reward per objective and a gating layer that weighs them)
+serve their weighted sum as `score` and the objectives in `details`.
+
 Prompt and response are rendered server-side with the reward model's own chat template, or the
 plain HH-RLHF format when it has none (scorers/render.py, shared with the trainers). Requests
 from concurrent callers share forward passes through a DynamicBatcher.
@@ -13,26 +16,27 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rewardsvc.backends.pooling import SequenceOutput
 from rewardsvc.batching import BatcherConfig
 from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.scorers.batched import batcher_field, failure, run_batched
-from rewardsvc.scorers.pooling import PoolingScorer
+from rewardsvc.scorers.pooling import PoolingFields, PoolingScorer
 from rewardsvc.scorers.render import Encoded, encode_conversation
 from rewardsvc.types import ErrorCode, Item, Result
 
 
 @dataclasses.dataclass
-class ClassifierConfig:
+class ClassifierConfig(PoolingFields):
     model: str = option(
-        "", "local HF directory or cache:NAME of an AutoModelForSequenceClassification with num_labels=1"
+        "", "local HF directory, Hub id (org/name[@revision]) or cache:NAME of a sequence-classification RM "
+        "with num_labels=1 (or a multi-objective RM such as ArmoRM)"
     )
-    device: str = option("auto", "auto (cuda if visible, else cpu), cpu, cuda, cuda:N")
-    dtype: str = option("auto", "auto (float32 on cpu, bfloat16 on gpu), float32, bfloat16, float16")
     max_length: int = option(512, "tokens per input; longer inputs lose the start of the prompt")
     normalize_mean: float | None = option(None, "served reward = (raw - normalize_mean) / normalize_std")
     normalize_std: float | None = option(None, "see normalize_mean; both or neither")
-    padding_side: str = option("auto", "auto (left for decoders, right for encoders), left, right")
+    objective_names: list[str] = option(
+        [], "multi-objective RMs: a name per objective, so details.objectives maps names to rewards")
     batching: BatcherConfig = batcher_field()
 
 
@@ -57,15 +61,21 @@ class ClassifierScorer(PoolingScorer):
         if cfg.normalize_std is not None and not cfg.normalize_std > 0:
             raise ConfigError(f"scorer {self.name!r}: normalize_std must be > 0, got {cfg.normalize_std}")
         await self.load_backend("sequence_classification")
-        if self.backend.num_labels != 1:
+        if self.backend.multi_objective:
+            n = self.backend.model.config.num_objectives
+            if cfg.objective_names and len(cfg.objective_names) != n:
+                await self.close()
+                raise ConfigError(f"scorer {self.name!r}: {cfg.model} has {n} objectives; objective_names "
+                                  f"lists {len(cfg.objective_names)}")
+        elif self.backend.num_labels != 1:
             raise ConfigError(
                 f"scorer {self.name!r}: {cfg.model} has num_labels={self.backend.num_labels}; a reward "
                 "model has one output (num_labels=1). Train one with `rewardsvc train rm`."
             )
         self.start_batcher()
 
-    def _forward(self, batch: list[list[int]]) -> list[float]:
-        return [row[0] for row in self.backend.sequence_logits(batch)]
+    def _forward(self, batch: list[list[int]]) -> list[SequenceOutput]:
+        return self.backend.sequence_outputs(batch)
 
     def encode(self, item: Item) -> Encoded:
         """The token ids this scorer feeds the model for `item`."""
@@ -100,11 +110,17 @@ class ClassifierScorer(PoolingScorer):
                 results[i] = Result.failed(items[i].id, ErrorCode.INVALID_ITEM, msg)
         return [r for r in results if r is not None]
 
-    def _result(self, item_id: str, raw: float, enc: Encoded, options: ClassifierOptions) -> Result:
+    def _result(self, item_id: str, out: SequenceOutput, enc: Encoded, options: ClassifierOptions) -> Result:
         cfg: ClassifierConfig = self.config
+        raw = out.logits[0]
         if not math.isfinite(raw):
             return Result.failed(item_id, ErrorCode.INTERNAL, f"the reward model returned {raw}")
         details: dict[str, Any] = {"raw_score": raw, "tokens": len(enc.ids)}
+        if out.objectives is not None:
+            names = cfg.objective_names or None
+            details["objectives"] = dict(zip(names, out.objectives)) if names else out.objectives
+            if out.weights is not None:
+                details["objective_weights"] = dict(zip(names, out.weights)) if names else out.weights
         if enc.truncated_tokens:
             details["truncated_tokens"] = enc.truncated_tokens
         score = raw

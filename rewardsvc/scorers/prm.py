@@ -6,6 +6,10 @@ Checkpoint formats (see scorers/render.py for the exact inputs):
     step_tag              Math-Shepherd: a causal LM; p(good) = softmax over the positive/negative
                           token logits at each step tag
     step_token            Qwen2.5-Math-PRM: token classification read at special step tokens
+    step_chat             RLHFlow PRMs: a causal LM; each step a user turn answered "+"; p(good) =
+                          softmax over the positive/negative token logits where "+" is predicted
+A token_classification input longer than max_length is scored in step-preserving windows
+(scorers/step_windows.py): every step gets a score, each with the prompt and the steps before it.
 A step score is p(good step) in [0, 1]. The item's score aggregates them: min, last, product,
 mean, or pure (PURE's min-form credit: r_i = p(+) - p(-) = 2p - 1, weights softmax(-r/T),
 score = sum w_i r_i, in [-1, 1]).
@@ -23,26 +27,28 @@ from rewardsvc.batching import BatcherConfig
 from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.scorers.batched import batcher_field, failure, run_batched
-from rewardsvc.scorers.pooling import PoolingScorer
+from rewardsvc.scorers.pooling import PoolingFields, PoolingScorer
 from rewardsvc.scorers.render import (
     DEFAULT_STEP_TAGS,
     STEP_FORMATS,
     Encoded,
+    encode_steps_chat,
     encode_steps_special,
     encode_steps_tagged,
-    encode_steps_trl,
     split_steps,
 )
+from rewardsvc.scorers.step_windows import Window, encode_steps_windows, merge_windows
 from rewardsvc.types import ErrorCode, Item, Result
 
 AGGREGATIONS = ("min", "last", "product", "mean", "pure")
 
 
 @dataclasses.dataclass
-class PRMConfig:
-    model: str = option("", "local HF directory or cache:NAME of the PRM")
+class PRMConfig(PoolingFields):
+    model: str = option("", "local HF directory, Hub id (org/name[@revision]) or cache:NAME of the PRM")
     format: str = option(
-        "token_classification", "token_classification (TRL), step_tag (Math-Shepherd), step_token (Qwen-PRM)"
+        "token_classification", "token_classification (TRL), step_tag (Math-Shepherd), step_token (Qwen-PRM), "
+        "step_chat (RLHFlow)"
     )
     step_separator: str = option(
         "\n", "splits `response` into steps when an item has no `steps`; ends/joins steps (TRL, step_tag)"
@@ -51,17 +57,13 @@ class PRMConfig:
         "", "step_tag: the tag after each step (default 'ки'); step_token: the special step token "
         "(default '<extra_0>')"
     )
-    positive_token: str = option("+", "step_tag: the token meaning a good step (one token)")
-    negative_token: str = option("-", "step_tag: the token meaning a bad step (one token)")
+    positive_token: str = option("+", "step_tag, step_chat: the token meaning a good step (one token)")
+    negative_token: str = option("-", "step_tag, step_chat: the token meaning a bad step (one token)")
     aggregation: str = option("min", "default aggregation: min, last, product, mean, pure")
-    device: str = option("auto", "auto (cuda if visible, else cpu), cpu, cuda, cuda:N")
-    dtype: str = option("auto", "auto (float32 on cpu, bfloat16 on gpu), float32, bfloat16, float16")
-    max_length: int = option(512, "tokens per input; the prompt's start is cut first, all steps must fit")
-    padding_side: str = option("auto", "auto (left for decoders, right for encoders), left, right")
+    max_length: int = option(
+        512, "tokens per input; the prompt's start is cut first; token_classification scores longer "
+        "solutions in step-preserving windows, the other formats need all steps to fit")
     system_prompt: str = option("", "step_token: a system turn added when the prompt has none")
-    trust_remote_code: bool = option(
-        False, "step_token: allow the checkpoint's own model code (Qwen2.5-Math-PRM)"
-    )
     batching: BatcherConfig = batcher_field()
 
 
@@ -123,12 +125,14 @@ class PRMScorer(PoolingScorer):
         if not cfg.step_separator:
             raise ConfigError(f"{where}: step_separator must not be empty")
 
+        lm_formats = ("step_tag", "step_chat")
+
         def read_step_tag_tokens(backend: Any) -> None:
-            if cfg.format == "step_tag":
+            if cfg.format in lm_formats:
                 self.vocab_ids = [backend.token_id(cfg.positive_token), backend.token_id(cfg.negative_token)]
 
-        task = "lm_logits" if cfg.format == "step_tag" else "token_classification"
-        await self.load_backend(task, cfg.trust_remote_code, read_step_tag_tokens)
+        task = "lm_logits" if cfg.format in lm_formats else "token_classification"
+        await self.load_backend(task, read_step_tag_tokens)
         if task == "token_classification" and self.backend.num_labels not in (1, 2):
             raise ConfigError(
                 f"{where}: {cfg.model} has num_labels={self.backend.num_labels}; a PRM head has 2 labels "
@@ -147,19 +151,23 @@ class PRMScorer(PoolingScorer):
             return "no steps: send `steps`, or a response with text between step separators"
         return None
 
-    def encode(self, item: Item) -> Encoded:
-        """Token ids and one read position per step for `item`."""
+    def encode(self, item: Item) -> list[Encoded]:
+        """Token ids and one read position per step for `item`: one input, or (token_classification
+        past max_length) windows whose `steps` say which step each position belongs to."""
         cfg: PRMConfig = self.config
         tok = self.backend.tokenizer
         steps = self.steps_of(item)
         if cfg.format == "token_classification":
-            return encode_steps_trl(tok, item.prompt, steps, cfg.step_separator, self.max_length)
+            return list(encode_steps_windows(tok, item.prompt, steps, cfg.step_separator, self.max_length))
         if cfg.format == "step_tag":
-            return encode_steps_tagged(tok, item.prompt, steps, self.tag, cfg.step_separator, self.max_length)
-        return encode_steps_special(tok, item.prompt, steps, self.tag, self.max_length, cfg.system_prompt)
+            return [encode_steps_tagged(tok, item.prompt, steps, self.tag, cfg.step_separator, self.max_length)]
+        if cfg.format == "step_chat":
+            return [encode_steps_chat(tok, item.prompt, steps, cfg.positive_token, self.vocab_ids[0],
+                                      self.max_length)]
+        return [encode_steps_special(tok, item.prompt, steps, self.tag, self.max_length, cfg.system_prompt)]
 
-    def _encode_all(self, items: Sequence[Item]) -> list[Encoded | Exception]:
-        out: list[Encoded | Exception] = []
+    def _encode_all(self, items: Sequence[Item]) -> list[list[Encoded] | Exception]:
+        out: list[list[Encoded] | Exception] = []
         with self._tokenizer_lock:
             for item in items:
                 try:
@@ -171,7 +179,7 @@ class PRMScorer(PoolingScorer):
     def _forward(self, batch: list[Encoded]) -> list[list[float]]:
         ids = [e.ids for e in batch]
         positions = [e.positions for e in batch]
-        if self.config.format == "step_tag":
+        if self.config.format in ("step_tag", "step_chat"):
             rows = self.backend.lm_token_logits(ids, positions, self.vocab_ids)
             return [[_softmax2(good, bad) for good, bad in item] for item in rows]
         rows = self.backend.token_logits(ids, positions)
@@ -190,26 +198,40 @@ class PRMScorer(PoolingScorer):
             msg = f"pure_temperature must be > 0, got {options.pure_temperature}"
             return [Result.failed(it.id, ErrorCode.INVALID_ITEM, msg) for it in items]
         encoded = await asyncio.to_thread(self._encode_all, items)
-        ok = [i for i, e in enumerate(encoded) if isinstance(e, Encoded)]
-        out = await run_batched(self.batcher, [encoded[i] for i in ok], [len(encoded[i].ids) for i in ok])
+        # Every input (window) of every item goes to the batcher on its own.
+        owners: list[int] = []
+        inputs: list[Encoded] = []
+        for i, e in enumerate(encoded):
+            if not isinstance(e, Exception):
+                owners += [i] * len(e)
+                inputs += e
+        out = await run_batched(self.batcher, inputs, [len(e.ids) for e in inputs])
+        per_item: dict[int, list[Any]] = {}
+        for i, value in zip(owners, out):
+            per_item.setdefault(i, []).append(value)
         results: list[Result] = []
-        scored = dict(zip(ok, out))
         for i, item in enumerate(items):
             enc = encoded[i]
             if isinstance(enc, Exception):
                 results.append(Result.failed(item.id, ErrorCode.INVALID_ITEM, str(enc)))
                 continue
-            value = scored[i]
-            if isinstance(value, BaseException):
-                results.append(failure(item.id, value, f"scorer {self.name!r}"))
+            failed = next((v for v in per_item[i] if isinstance(v, BaseException)), None)
+            if failed is not None:
+                results.append(failure(item.id, failed, f"scorer {self.name!r}"))
                 continue
-            steps: list[float] = value
+            if len(enc) == 1:
+                steps: list[float] = per_item[i][0]
+            else:
+                steps = merge_windows([e for e in enc if isinstance(e, Window)], per_item[i], len(self.steps_of(item)))
             if not all(math.isfinite(p) for p in steps):
                 results.append(Result.failed(item.id, ErrorCode.INTERNAL, f"the PRM returned {steps}"))
                 continue
-            details: dict[str, Any] = {"aggregation": how, "steps": len(steps), "tokens": len(enc.ids)}
-            if enc.truncated_tokens:
-                details["truncated_tokens"] = enc.truncated_tokens
+            details: dict[str, Any] = {"aggregation": how, "steps": len(steps), "tokens": sum(len(e.ids) for e in enc)}
+            if len(enc) > 1:
+                details["windows"] = len(enc)
+            cut = max(e.truncated_tokens for e in enc)
+            if cut:
+                details["truncated_tokens"] = cut
             score = aggregate(steps, how, options.pure_temperature)
             results.append(Result(id=item.id, score=score, step_scores=steps, details=details))
         return results

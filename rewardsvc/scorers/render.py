@@ -25,6 +25,11 @@ Step formats (PRMs), one read position per step:
     step_token            Qwen2.5-Math-PRM: the assistant turn is tag.join(steps) + tag (tag a
                           special token such as <extra_0>), rendered with the chat template (or the
                           plain format); read at each tag.
+    step_chat             RLHFlow PRMs: a chat in which the user sends the prompt + " " + step 1,
+                          then each further step, and the assistant answers every step with the
+                          positive token ("+"); read at the token before each "+" (where the model
+                          predicts it). One pass gives what RLHFlow's re-run per step gives: a causal
+                          model's logits at a position don't depend on what follows.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from rewardsvc.types import Message, Text, messages_of
 #: Role names of the plain (HH-RLHF) format, used when a tokenizer has no chat template.
 PLAIN_ROLES = {"user": "Human", "human": "Human", "assistant": "Assistant", "system": "System"}
 
-STEP_FORMATS = ("token_classification", "step_tag", "step_token")
+STEP_FORMATS = ("token_classification", "step_tag", "step_token", "step_chat")
 #: Default step tag per format when the config leaves `step_tag` empty.
 DEFAULT_STEP_TAGS = {"step_tag": "ки", "step_token": "<extra_0>"}
 
@@ -281,3 +286,34 @@ def encode_steps_special(
         spans.append((offset, offset + len(tag)))
         offset += len(tag)
     return _encode_tagged(tokenizer, text, spans, at, max_length, add_special=not templated)
+
+
+def encode_steps_chat(tokenizer: Any, prompt: Text, steps: Sequence[str], positive: str, positive_id: int,
+                      max_length: int) -> Encoded:
+    """RLHFlow style: user turns carry the steps, each answered `positive`; read where it is predicted."""
+    if not has_chat_template(tokenizer):
+        raise ValueError("format step_chat needs a tokenizer with a chat template")
+    messages = [{"role": m.role, "content": m.content} for m in messages_of(prompt, "user")]
+    if messages and messages[-1]["role"] == "user":
+        first = messages.pop()["content"] + " " + steps[0]
+    else:
+        first = steps[0]
+    spans, keep_from = [], -1
+    for i, step in enumerate(steps):
+        messages.append({"role": "user", "content": first if i == 0 else step})
+        # The text up to the assistant's answer: where this step's positive token will start.
+        upto = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if i == 0:
+            keep_from = upto.rfind(steps[0].strip())  # templates may trim a turn
+        messages.append({"role": "assistant", "content": positive})
+        spans.append((len(upto), len(upto) + len(positive)))
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    if any(text[a:b] != positive for a, b in spans):
+        raise ValueError("the chat template's text for a conversation is not its text for the same turns "
+                         "one by one, so the step answers can't be located")
+    enc = _encode_tagged(tokenizer, text, spans, max(keep_from, 0), max_length, add_special=False)
+    # The answer token itself must be `positive` (not merged with a neighbour); the step is read one
+    # position before it.
+    if any(enc.ids[p] != positive_id for p in enc.positions):
+        raise ValueError(f"{positive!r} is not a token of its own in this chat template's text")
+    return Encoded(ids=enc.ids, positions=[p - 1 for p in enc.positions], truncated_tokens=enc.truncated_tokens)
