@@ -65,6 +65,14 @@ class ServerConfig:
 
 @dataclass
 class ScorerSpec:
+    dedupe: bool = field(
+        default=True, metadata={"help": "score identical work in a request once (math: same answer and reference; "
+                                        "code: same program and tests; models: same input) and copy its result"}
+    )
+    result_cache_items: int = field(
+        default=0, metadata={"help": "keep this many results in an LRU cache keyed by scorer config, options and "
+                                     "item content (0 = off); never for stochastic scorers or failed items"}
+    )
     """One hosted scorer: its client-facing name, registry type, and its Config object."""
 
     name: str

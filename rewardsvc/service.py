@@ -20,6 +20,7 @@ from rewardsvc.dataclass_dict import from_dict
 from rewardsvc.errors import InvalidOptionsError, LimitExceededError, RewardServiceError, UnknownScorerError
 from rewardsvc.registry import dependency_order, scorer_class, scorer_infos
 from rewardsvc.scorers.base import Scorer
+from rewardsvc.scorers.dedupe import ResultCache, WorkStats, score_unique
 from rewardsvc.types import ErrorCode, Item, Result
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,9 @@ class ScoreTiming:
 
     queue_time_ns: int = 0
     compute_time_ns: int = 0
+    # Items that cost no compute: copies of an identical item's result in this request, cache hits.
+    deduplicated_items: int = 0
+    cache_hits: int = 0
 
 
 class ServingCore(Protocol):
@@ -55,6 +59,10 @@ class ScoringService:
         # Items accepted and not yet answered, per scorer: the bound that keeps memory flat
         # under overload, and the queue-depth gauge.
         self.in_flight: dict[str, int] = {}
+        # Identical work scored once (scorers/dedupe.py); totals per scorer for /metrics.
+        cache_items = self.config.server.result_cache_items
+        self.result_cache = ResultCache(cache_items) if cache_items > 0 else None
+        self.work: dict[str, WorkStats] = {}
         self._started = False
 
     async def start(self) -> None:
@@ -157,13 +165,15 @@ class ScoringService:
             else:
                 results[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, why)
         waited_ns = 0
+        work = WorkStats()
         if todo:
             batch = [items[i] for i in todo]
             timeout = self.config.server.scorer_timeout_s
             try:
                 with queue_clock.measuring() as clock:
                     try:
-                        scored = await asyncio.wait_for(scorer.score(batch, opts), timeout)
+                        scored, work = await asyncio.wait_for(
+                            score_unique(scorer, batch, opts, self.config.server.dedupe, self.result_cache), timeout)
                     finally:
                         waited_ns = clock.waited_ns
                 if len(scored) != len(batch):
@@ -182,7 +192,9 @@ class ScoringService:
                 res.id = items[i].id
                 results[i] = res
         elapsed = time.perf_counter_ns() - t0
-        timing = ScoreTiming(queue_time_ns=waited_ns, compute_time_ns=max(0, elapsed - waited_ns))
+        self.work.setdefault(scorer_name, WorkStats()).add(work)
+        timing = ScoreTiming(queue_time_ns=waited_ns, compute_time_ns=max(0, elapsed - waited_ns),
+                             deduplicated_items=work.deduplicated, cache_hits=work.cache_hits)
         return [r for r in results if r is not None], timing
 
     @staticmethod

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rewardsvc.dataclass_dict import option
-from rewardsvc.types import Item, Result
+from rewardsvc.types import Item, Result, Text
 
 if TYPE_CHECKING:
     from rewardsvc.batching import DynamicBatcher
 
-__all__ = ["NoConfig", "NoOptions", "Scorer", "option"]
+__all__ = ["NoConfig", "NoOptions", "Scorer", "content_key", "option"]
 
 
 @dataclasses.dataclass
@@ -38,6 +38,8 @@ class Scorer(abc.ABC):
     description: ClassVar[str] = ""
     Config: ClassVar[type] = NoConfig
     Options: ClassVar[type] = NoOptions
+    #: True when scoring the same item twice may give different results (sampling): never cached.
+    stochastic: ClassVar[bool] = False
 
     def __init__(self, name: str, config: Any) -> None:
         self.name = name
@@ -57,6 +59,17 @@ class Scorer(abc.ABC):
     def check_item(self, item: Item) -> str | None:
         """Return why `item` can't be scored by this scorer (it gets an INVALID_ITEM error), or None."""
         return None
+
+    def dedupe_key(self, item: Item, options: Any) -> Hashable | None:
+        """What makes two items the same work for this scorer under `options` (both get the result
+        of scoring one of them), or None to score the item on its own. The result must depend on
+        nothing of the item outside the key but its id; see scorers/dedupe.py."""
+        return None
+
+    def cacheable(self, result: Result) -> bool:
+        """Whether `result` may be kept in the result cache: not when it reflects a passing
+        condition (an error, a timeout) rather than the item."""
+        return result.error is None
 
     def batchers(self) -> Sequence["DynamicBatcher[Any, Any]"]:
         """The dynamic batchers this scorer feeds (their queue depth and fill are its gauges)."""
@@ -78,3 +91,13 @@ class Scorer(abc.ABC):
     @abc.abstractmethod
     async def score(self, items: Sequence[Item], options: Any) -> list[Result]:
         """Score `items` (already checked); one Result per item, same order."""
+
+
+def _text_key(text: Text) -> Hashable:
+    return text if isinstance(text, str) else tuple((m.role, m.content) for m in text)
+
+
+def content_key(item: Item) -> Hashable:
+    """Everything a model scorer reads of an item (not its id, group_id or metadata): the default
+    dedupe key of scorers whose result is a function of the rendered input."""
+    return (_text_key(item.prompt), _text_key(item.response), item.reference, tuple(item.steps))

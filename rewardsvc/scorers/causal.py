@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, Literal
 
 from rewardsvc.backends.causal_lm import (
@@ -23,10 +23,10 @@ from rewardsvc.backends.causal_lm import (
     release,
 )
 from rewardsvc.batching import BatcherConfig, DynamicBatcher
-from rewardsvc.scorers.base import Scorer, option
+from rewardsvc.scorers.base import Scorer, content_key, option
 from rewardsvc.scorers.batched import batcher_field, make_batcher, run_batched
 from rewardsvc.scorers.render import chat_parts, render_prompt
-from rewardsvc.types import Text
+from rewardsvc.types import Item, Text
 
 
 @dataclasses.dataclass
@@ -66,6 +66,10 @@ class CausalLMScorer(Scorer):
         device = getattr(self.lm, "device", "cuda")  # vLLM runs on a GPU and has no padding
         self.logprob_batcher = make_batcher(self._compute_logprobs, cfg.batching, device, f"{self.name}-logprobs")
         self.generate_batcher = make_batcher(self.lm.generate, cfg.batching, device, f"{self.name}-generate")
+
+    def dedupe_key(self, item: Item, options: Any) -> Hashable | None:
+        # Greedy decoding and log-probs: the same rendered input gives the same result.
+        return content_key(item)
 
     def batchers(self) -> Sequence[DynamicBatcher[Any, Any]]:
         return tuple(b for b in (self.logprob_batcher, self.generate_batcher) if b is not None)

@@ -9,7 +9,7 @@ import os
 import secrets
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.types import ErrorCode, Item, Result
@@ -237,6 +237,14 @@ class CodeScorer(Scorer):
             return (f"the response is {size} bytes; the code scorer's limit (max_source_bytes) is "
                     f"{self.config.max_source_bytes}")
         return None
+
+    def dedupe_key(self, item: Item, options: CodeOptions) -> Hashable | None:
+        # A run sees only the extracted program, the tests and (for `check` tests) the prompt.
+        return (extract_program(item.response_text), item.reference, item.prompt_text)
+
+    def cacheable(self, result: Result) -> bool:
+        # A timed-out or killed run may pass on a quieter machine.
+        return result.error is None and result.details.get("verdict") not in ("timeout", "sandbox_error")
 
     async def score(self, items: Sequence[Item], options: CodeOptions) -> list[Result]:
         return list(await asyncio.gather(*(self._one(item, options) for item in items)))

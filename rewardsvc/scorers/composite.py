@@ -26,6 +26,7 @@ from typing import Any
 from rewardsvc.dataclass_dict import from_dict
 from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import NoOptions, Scorer, option
+from rewardsvc.scorers.dedupe import score_unique
 from rewardsvc.types import ErrorCode, Item, ItemError, Result
 
 MODES = ("weighted_sum", "gated", "zscore", "shaping")
@@ -48,6 +49,7 @@ class CompositeConfig:
     zscore_eps: float = option(1e-4, "zscore: added to the group's std")
     center: float | str = option("group", "shaping: group, reference, or a number")
     temperature: float = option(1.0, "shaping: sigmoid((r - center) / temperature)")
+    dedupe: bool = option(True, "score identical work in a component once (as the server's `dedupe`)")
 
 
 def _sigmoid(x: float) -> float:
@@ -138,7 +140,8 @@ class CompositeScorer(Scorer):
             else:
                 todo.append(i)
         if todo:
-            scored = await peer.score([items[i] for i in todo], self.options[id(comp)])
+            scored, _ = await score_unique(peer, [items[i] for i in todo], self.options[id(comp)],
+                                           self.config.dedupe)
             if len(scored) != len(todo):
                 raise RuntimeError(
                     f"component {comp.scorer!r} returned {len(scored)} results for {len(todo)} items"

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 from rewardsvc import queue_clock
 from rewardsvc.scorers.base import Scorer, option
@@ -61,6 +61,18 @@ class MathScorer(Scorer):
         if item.reference is None or not item.reference.strip():
             return "the math scorer needs `reference`: the ground-truth answer (e.g. \"42\" or \"\\frac{1}{2}\")"
         return None
+
+    def dedupe_key(self, item: Item, options: MathOptions) -> Hashable | None:
+        # Rollouts that differ only in their reasoning end in a few distinct answers: the check is
+        # a function of (answer, how it was found, reference), and so are the result's details.
+        if item.reference is None:
+            return None
+        answer, how = extract_answer(item.response_text, options.extract or self.config.extract)
+        return (answer, how, item.reference)
+
+    def cacheable(self, result: Result) -> bool:
+        # A timeout or a crashed worker says how busy the machine was, not what the answer is.
+        return result.error is None and result.details.get("verdict") not in ("timeout", "error")
 
     async def score(self, items: Sequence[Item], options: MathOptions) -> list[Result]:
         order = options.extract or self.config.extract
