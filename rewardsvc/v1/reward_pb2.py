@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19rewardsvc/v1/reward.proto\x12\x0crewardsvc.v1\x1a\x1cgoogle/protobuf/struct.proto\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"7\n\x0c\x43onversation\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.rewardsvc.v1.Message\"\x86\x03\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\x0bprompt_text\x18\x02 \x01(\tH\x00\x12\x35\n\x0fprompt_messages\x18\x03 \x01(\x0b\x32\x1a.rewardsvc.v1.ConversationH\x00\x12\x17\n\rresponse_text\x18\x04 \x01(\tH\x01\x12\x37\n\x11response_messages\x18\x05 \x01(\x0b\x32\x1a.rewardsvc.v1.ConversationH\x01\x12\x16\n\treference\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\r\n\x05steps\x18\x07 \x03(\t\x12\x15\n\x08group_id\x18\x08 \x01(\tH\x03\x88\x01\x01\x12\x32\n\x08metadata\x18\t \x03(\x0b\x32 .rewardsvc.v1.Item.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06promptB\n\n\x08responseB\x0c\n\n_referenceB\x0b\n\t_group_id\"C\n\tItemError\x12%\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x17.rewardsvc.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8a\x01\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x13\n\x0bstep_scores\x18\x03 \x03(\x01\x12(\n\x07\x64\x65tails\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x17.rewardsvc.v1.ItemError\"\x7f\n\x0cScoreRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06scorer\x18\x02 \x01(\t\x12!\n\x05items\x18\x03 \x03(\x0b\x32\x12.rewardsvc.v1.Item\x12(\n\x07options\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"N\n\rScoreMetadata\x12\r\n\x05items\x18\x01 \x01(\x04\x12\x15\n\rqueue_time_ns\x18\x02 \x01(\x04\x12\x17\n\x0f\x63ompute_time_ns\x18\x03 \x01(\x04\"\x89\x01\n\rScoreResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06scorer\x18\x02 \x01(\t\x12%\n\x07results\x18\x03 \x03(\x0b\x32\x14.rewardsvc.v1.Result\x12-\n\x08metadata\x18\x04 \x01(\x0b\x32\x1b.rewardsvc.v1.ScoreMetadata\"\x14\n\x12ListScorersRequest\"N\n\nOptionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"h\n\nScorerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12)\n\x07options\x18\x04 \x03(\x0b\x32\x18.rewardsvc.v1.OptionInfo\"@\n\x13ListScorersResponse\x12)\n\x07scorers\x18\x01 \x03(\x0b\x32\x18.rewardsvc.v1.ScorerInfo*{\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x10\n\x0cINVALID_ITEM\x10\x01\x12\x0b\n\x07TIMEOUT\x10\x02\x12\x16\n\x12RESOURCE_EXHAUSTED\x10\x03\x12\x0c\n\x08INTERNAL\x10\x04\x12\r\n\tCANCELLED\x10\x05\x32\xf1\x01\n\rRewardService\x12@\n\x05Score\x12\x1a.rewardsvc.v1.ScoreRequest\x1a\x1b.rewardsvc.v1.ScoreResponse\x12J\n\x0bScoreStream\x12\x1a.rewardsvc.v1.ScoreRequest\x1a\x1b.rewardsvc.v1.ScoreResponse(\x01\x30\x01\x12R\n\x0bListScorers\x12 .rewardsvc.v1.ListScorersRequest\x1a!.rewardsvc.v1.ListScorersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19rewardsvc/v1/reward.proto\x12\x0crewardsvc.v1\x1a\x1cgoogle/protobuf/struct.proto\"(\n\x07Message\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"7\n\x0c\x43onversation\x12\'\n\x08messages\x18\x01 \x03(\x0b\x32\x15.rewardsvc.v1.Message\"\x86\x03\n\x04Item\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\x0bprompt_text\x18\x02 \x01(\tH\x00\x12\x35\n\x0fprompt_messages\x18\x03 \x01(\x0b\x32\x1a.rewardsvc.v1.ConversationH\x00\x12\x17\n\rresponse_text\x18\x04 \x01(\tH\x01\x12\x37\n\x11response_messages\x18\x05 \x01(\x0b\x32\x1a.rewardsvc.v1.ConversationH\x01\x12\x16\n\treference\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\r\n\x05steps\x18\x07 \x03(\t\x12\x15\n\x08group_id\x18\x08 \x01(\tH\x03\x88\x01\x01\x12\x32\n\x08metadata\x18\t \x03(\x0b\x32 .rewardsvc.v1.Item.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06promptB\n\n\x08responseB\x0c\n\n_referenceB\x0b\n\t_group_id\"C\n\tItemError\x12%\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x17.rewardsvc.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8a\x01\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x13\n\x0bstep_scores\x18\x03 \x03(\x01\x12(\n\x07\x64\x65tails\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x17.rewardsvc.v1.ItemError\"\x7f\n\x0cScoreRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06scorer\x18\x02 \x01(\t\x12!\n\x05items\x18\x03 \x03(\x0b\x32\x12.rewardsvc.v1.Item\x12(\n\x07options\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xaa\x01\n\rScoreMetadata\x12\r\n\x05items\x18\x01 \x01(\x04\x12\x15\n\rqueue_time_ns\x18\x02 \x01(\x04\x12\x17\n\x0f\x63ompute_time_ns\x18\x03 \x01(\x04\x12\x1a\n\x12\x64\x65\x64uplicated_items\x18\x04 \x01(\x04\x12\x12\n\ncache_hits\x18\x05 \x01(\x04\x12*\n\x06health\x18\x06 \x01(\x0b\x32\x1a.rewardsvc.v1.RewardHealth\"\xe9\x02\n\x0cRewardHealth\x12\x0e\n\x06groups\x18\x01 \x01(\r\x12\x13\n\x0b\x66lat_groups\x18\x02 \x01(\r\x12\x17\n\x0f\x61ll_zero_groups\x18\x03 \x01(\r\x12\x14\n\x0cscored_items\x18\x04 \x01(\r\x12\x13\n\x0b\x65rror_items\x18\x05 \x01(\r\x12\x12\n\nscore_mean\x18\x06 \x01(\x01\x12\x11\n\tscore_std\x18\x07 \x01(\x01\x12\x11\n\tscore_min\x18\x08 \x01(\x01\x12\x11\n\tscore_max\x18\t \x01(\x01\x12:\n\x08verdicts\x18\n \x03(\x0b\x32(.rewardsvc.v1.RewardHealth.VerdictsEntry\x12\x1f\n\x12length_correlation\x18\x0b \x01(\x01H\x00\x88\x01\x01\x1a/\n\rVerdictsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01\x42\x15\n\x13_length_correlation\"\x89\x01\n\rScoreResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06scorer\x18\x02 \x01(\t\x12%\n\x07results\x18\x03 \x03(\x0b\x32\x14.rewardsvc.v1.Result\x12-\n\x08metadata\x18\x04 \x01(\x0b\x32\x1b.rewardsvc.v1.ScoreMetadata\"\x14\n\x12ListScorersRequest\"N\n\nOptionInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"h\n\nScorerInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12)\n\x07options\x18\x04 \x03(\x0b\x32\x18.rewardsvc.v1.OptionInfo\"@\n\x13ListScorersResponse\x12)\n\x07scorers\x18\x01 \x03(\x0b\x32\x18.rewardsvc.v1.ScorerInfo*{\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x10\n\x0cINVALID_ITEM\x10\x01\x12\x0b\n\x07TIMEOUT\x10\x02\x12\x16\n\x12RESOURCE_EXHAUSTED\x10\x03\x12\x0c\n\x08INTERNAL\x10\x04\x12\r\n\tCANCELLED\x10\x05\x32\xf1\x01\n\rRewardService\x12@\n\x05Score\x12\x1a.rewardsvc.v1.ScoreRequest\x1a\x1b.rewardsvc.v1.ScoreResponse\x12J\n\x0bScoreStream\x12\x1a.rewardsvc.v1.ScoreRequest\x1a\x1b.rewardsvc.v1.ScoreResponse(\x01\x30\x01\x12R\n\x0bListScorers\x12 .rewardsvc.v1.ListScorersRequest\x1a!.rewardsvc.v1.ListScorersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ITEM_METADATAENTRY']._loaded_options = None
   _globals['_ITEM_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_ERRORCODE']._serialized_start=1398
-  _globals['_ERRORCODE']._serialized_end=1521
+  _globals['_REWARDHEALTH_VERDICTSENTRY']._loaded_options = None
+  _globals['_REWARDHEALTH_VERDICTSENTRY']._serialized_options = b'8\001'
+  _globals['_ERRORCODE']._serialized_start=1855
+  _globals['_ERRORCODE']._serialized_end=1978
   _globals['_MESSAGE']._serialized_start=73
   _globals['_MESSAGE']._serialized_end=113
   _globals['_CONVERSATION']._serialized_start=115
@@ -50,18 +52,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESULT']._serialized_end=773
   _globals['_SCOREREQUEST']._serialized_start=775
   _globals['_SCOREREQUEST']._serialized_end=902
-  _globals['_SCOREMETADATA']._serialized_start=904
-  _globals['_SCOREMETADATA']._serialized_end=982
-  _globals['_SCORERESPONSE']._serialized_start=985
-  _globals['_SCORERESPONSE']._serialized_end=1122
-  _globals['_LISTSCORERSREQUEST']._serialized_start=1124
-  _globals['_LISTSCORERSREQUEST']._serialized_end=1144
-  _globals['_OPTIONINFO']._serialized_start=1146
-  _globals['_OPTIONINFO']._serialized_end=1224
-  _globals['_SCORERINFO']._serialized_start=1226
-  _globals['_SCORERINFO']._serialized_end=1330
-  _globals['_LISTSCORERSRESPONSE']._serialized_start=1332
-  _globals['_LISTSCORERSRESPONSE']._serialized_end=1396
-  _globals['_REWARDSERVICE']._serialized_start=1524
-  _globals['_REWARDSERVICE']._serialized_end=1765
+  _globals['_SCOREMETADATA']._serialized_start=905
+  _globals['_SCOREMETADATA']._serialized_end=1075
+  _globals['_REWARDHEALTH']._serialized_start=1078
+  _globals['_REWARDHEALTH']._serialized_end=1439
+  _globals['_REWARDHEALTH_VERDICTSENTRY']._serialized_start=1369
+  _globals['_REWARDHEALTH_VERDICTSENTRY']._serialized_end=1416
+  _globals['_SCORERESPONSE']._serialized_start=1442
+  _globals['_SCORERESPONSE']._serialized_end=1579
+  _globals['_LISTSCORERSREQUEST']._serialized_start=1581
+  _globals['_LISTSCORERSREQUEST']._serialized_end=1601
+  _globals['_OPTIONINFO']._serialized_start=1603
+  _globals['_OPTIONINFO']._serialized_end=1681
+  _globals['_SCORERINFO']._serialized_start=1683
+  _globals['_SCORERINFO']._serialized_end=1787
+  _globals['_LISTSCORERSRESPONSE']._serialized_start=1789
+  _globals['_LISTSCORERSRESPONSE']._serialized_end=1853
+  _globals['_REWARDSERVICE']._serialized_start=1981
+  _globals['_REWARDSERVICE']._serialized_end=2222
 # @@protoc_insertion_point(module_scope)

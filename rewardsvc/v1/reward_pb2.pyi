@@ -101,14 +101,53 @@ class ScoreRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., scorer: _Optional[str] = ..., items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ScoreMetadata(_message.Message):
-    __slots__ = ("items", "queue_time_ns", "compute_time_ns")
+    __slots__ = ("items", "queue_time_ns", "compute_time_ns", "deduplicated_items", "cache_hits", "health")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    DEDUPLICATED_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     items: int
     queue_time_ns: int
     compute_time_ns: int
-    def __init__(self, items: _Optional[int] = ..., queue_time_ns: _Optional[int] = ..., compute_time_ns: _Optional[int] = ...) -> None: ...
+    deduplicated_items: int
+    cache_hits: int
+    health: RewardHealth
+    def __init__(self, items: _Optional[int] = ..., queue_time_ns: _Optional[int] = ..., compute_time_ns: _Optional[int] = ..., deduplicated_items: _Optional[int] = ..., cache_hits: _Optional[int] = ..., health: _Optional[_Union[RewardHealth, _Mapping]] = ...) -> None: ...
+
+class RewardHealth(_message.Message):
+    __slots__ = ("groups", "flat_groups", "all_zero_groups", "scored_items", "error_items", "score_mean", "score_std", "score_min", "score_max", "verdicts", "length_correlation")
+    class VerdictsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    FLAT_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    ALL_ZERO_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    SCORED_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_MEAN_FIELD_NUMBER: _ClassVar[int]
+    SCORE_STD_FIELD_NUMBER: _ClassVar[int]
+    SCORE_MIN_FIELD_NUMBER: _ClassVar[int]
+    SCORE_MAX_FIELD_NUMBER: _ClassVar[int]
+    VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_CORRELATION_FIELD_NUMBER: _ClassVar[int]
+    groups: int
+    flat_groups: int
+    all_zero_groups: int
+    scored_items: int
+    error_items: int
+    score_mean: float
+    score_std: float
+    score_min: float
+    score_max: float
+    verdicts: _containers.ScalarMap[str, int]
+    length_correlation: float
+    def __init__(self, groups: _Optional[int] = ..., flat_groups: _Optional[int] = ..., all_zero_groups: _Optional[int] = ..., scored_items: _Optional[int] = ..., error_items: _Optional[int] = ..., score_mean: _Optional[float] = ..., score_std: _Optional[float] = ..., score_min: _Optional[float] = ..., score_max: _Optional[float] = ..., verdicts: _Optional[_Mapping[str, int]] = ..., length_correlation: _Optional[float] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("request_id", "scorer", "results", "metadata")
