@@ -27,7 +27,7 @@ from rewardsvc.scorers.causal import first_token_ids
 from rewardsvc.scorers.render import MARK, chat_parts
 from rewardsvc.trainers.examples import JudgeExample, judge_example
 from rewardsvc.dataclass_dict import option
-from rewardsvc.trainers.loop import Task, TrainConfig, Trainer
+from rewardsvc.trainers.task import Task, TrainConfig
 from rewardsvc.trainers.prm import auroc
 
 _YES = {"yes", "true", "correct", "1", "y"}
@@ -305,4 +305,7 @@ class JudgeTask(Task):
 
 def train_judge(config: JudgeConfig) -> dict[str, Any]:
     """Fine-tune a generative judge; returns the run summary (eval_verdict_accuracy, ...)."""
+    # The loop imports torch; `rewardsvc train --help` needs only the config above.
+    from rewardsvc.trainers.loop import Trainer
+
     return Trainer(config, JudgeTask(config)).run()

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from rewardsvc.trainers.examples import InconsistentRowError, StepExample, first_error, step_examples
 from rewardsvc.dataclass_dict import option
-from rewardsvc.trainers.loop import Task, TrainConfig, Trainer
+from rewardsvc.trainers.task import Task, TrainConfig
 from rewardsvc.trainers.rm import pad_batch
 
 log = logging.getLogger(__name__)
@@ -274,4 +274,7 @@ class PRMTask(Task):
 
 def train_prm(config: PRMConfig) -> dict[str, Any]:
     """Train a token-classification PRM; returns the run summary (eval_first_error_f1, ...)."""
+    # The loop imports torch; `rewardsvc train --help` needs only the config above.
+    from rewardsvc.trainers.loop import Trainer
+
     return Trainer(config, PRMTask(config)).run()

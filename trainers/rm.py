@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from rewardsvc.trainers.examples import Pair, preference_pair
 from rewardsvc.dataclass_dict import option
-from rewardsvc.trainers.loop import Task, TrainConfig, Trainer
+from rewardsvc.trainers.task import Task, TrainConfig
 
 
 @dataclass
@@ -191,4 +191,7 @@ def evaluate_pairs(model: Any, pairs: Sequence[EncodedPair], pad_id: int, device
 
 def train_rm(config: RMConfig) -> dict[str, Any]:
     """Train a Bradley-Terry reward model; returns the run summary (eval_accuracy, samples_per_s...)."""
+    # The loop imports torch; `rewardsvc train --help` needs only the config above.
+    from rewardsvc.trainers.loop import Trainer
+
     return Trainer(config, RMTask(config)).run()
