@@ -206,3 +206,24 @@ def _cached_revisions(cache: Path, repo_id: str) -> str:
     return (f"the cache holds {repo_id} at revisions {refs or 'none by name'} and commits {snaps or 'none'} "
             "(short commit hashes are not resolved offline: give all 40 hex digits)")
 
+
+
+def describe_models(config: Any) -> dict[str, dict[str, str]]:
+    """describe_model for each model reference of a scorer's Config (`model`, `reference_model`, ...)."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(config):
+        return {}
+    return {f.name: describe_model(value) for f in dataclasses.fields(config)
+            if (f.name == "model" or f.name.endswith("_model"))
+            and isinstance(value := getattr(config, f.name), str) and value}
+
+
+def describe_line(info: dict[str, str]) -> str:
+    """One line for `rewardsvc scorers`: the reference and what it resolved to (or why it doesn't)."""
+    if "error" in info:
+        return f"{info['ref']} -> not resolved: {info['error']}"
+    if info.get("source") == "hub":
+        return (f"{info['ref']} -> hub {info['repo_id']} revision {info['revision']} commit {info['commit']} "
+                f"at {info['path']}")
+    return f"{info['ref']} -> {info.get('source')} {info.get('path')}"
