@@ -183,12 +183,13 @@ def _save(out: Path, model: Any, tok: Any, config_update: dict[str, Any] | None 
     return out
 
 
-def build_seq_cls(out: Path, config_cls: Any, tok: Any, seed: int, **extra: Any) -> Path:
+def build_seq_cls(out: Path, config_cls: Any, tok: Any, seed: int, dims: dict[str, Any] = SMALL,
+                  **extra: Any) -> Path:
     import torch
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
-    cfg = config_cls(**_ids(tok), num_labels=1, **SMALL, **extra)
+    cfg = config_cls(**_ids(tok), num_labels=1, **dims, **extra)
     model = AutoModelForSequenceClassification.from_config(cfg, dtype=torch.float32)
     return _save(out, model, tok)
 
@@ -250,7 +251,7 @@ def build_armo(out: Path) -> Path:
     }, ["modeling_armo.py"])
 
 
-def build_qwen_prm(out: Path) -> Path:
+def build_qwen_prm(out: Path, dims: dict[str, Any] = SMALL) -> Path:
     import sys
 
     import torch
@@ -263,7 +264,7 @@ def build_qwen_prm(out: Path) -> Path:
         sys.path.remove(str(REMOTE_CODE))
     tok = qwen_tokenizer()
     torch.manual_seed(3)
-    cfg = Qwen2Config(**_ids(tok), num_labels=2, **SMALL)
+    cfg = Qwen2Config(**_ids(tok), num_labels=2, **dims)
     model = Qwen2ForProcessRewardModel(cfg)
     return _save(out, model, tok, {
         "architectures": ["Qwen2ForProcessRewardModel"],
@@ -271,12 +272,13 @@ def build_qwen_prm(out: Path) -> Path:
     }, ["modeling_qwen2_prm.py"])
 
 
-def build_causal(out: Path, config_cls: Any, tok: Any, seed: int, **extra: Any) -> Path:
+def build_causal(out: Path, config_cls: Any, tok: Any, seed: int, dims: dict[str, Any] = SMALL,
+                 **extra: Any) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    cfg = config_cls(**_ids(tok), **SMALL, **extra)
+    cfg = config_cls(**_ids(tok), **dims, **extra)
     return _save(out, AutoModelForCausalLM.from_config(cfg, dtype=torch.float32), tok)
 
 
