@@ -41,6 +41,10 @@ def test_reference_styles_parse() -> None:
     assert (asserts.style, asserts.timeout_s, asserts.memory_mb) == ("asserts", 3.0, 256)
     cases = parse_reference(json.dumps({"cases": [{"input": "1 2", "output": "3"}, {"output": "x"}]}))
     assert cases.cases == [{"input": "1 2", "output": "3"}, {"input": "", "output": "x"}]
+    with_prompt = parse_reference(json.dumps({"test": "def check(c): pass", "entry_point": "f",
+                                              "prompt": "def helper():\n    return 1\n"}))
+    assert with_prompt.payload()["statement"] == "def helper():\n    return 1\n"
+    assert with_prompt.size > len("def check(c): pass")
 
 
 @pytest.mark.parametrize("reference, fragment", [
@@ -56,6 +60,8 @@ def test_reference_styles_parse() -> None:
     (json.dumps({"asserts": ["assert 1"], "timeout_s": -1}), "timeout_s"),
     (json.dumps({"asserts": ["assert 1"], "memory_mb": 1}), "memory_mb"),
     (json.dumps({"asserts": ["assert 1"], "extra": 1}), "unknown key"),
+    (json.dumps({"asserts": ["assert 1"], "prompt": ["def f(): pass"]}), "prompt"),
+    (json.dumps({"cases": [{"output": "1"}], "prompt": "def f(): pass"}), "prompt"),
 ])
 def test_bad_references_say_what_is_wrong(reference: str | None, fragment: str) -> None:
     with pytest.raises(ValueError, match=fragment):

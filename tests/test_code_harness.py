@@ -155,6 +155,28 @@ def test_split_check_without_asserts_leaves_check_whole() -> None:
     assert program.split_check(tree, "def check(c):\n    helper(c)\n") == []
 
 
+def test_statement_code_finds_definitions_in_any_prompt_form() -> None:
+    helper = "import math\n\ndef enc(s):\n    return s[::-1]\n\ndef dec(s):\n    \"\"\"Invert enc.\"\"\"\n"
+    # Python as it is: kept verbatim (a completion continues it).
+    assert program.statement_code(helper) == helper
+    for text in (f"You are helpful.\n\nSolve:\n```python\n{helper}```\nThanks.",
+                 f"Solve:\n  ~~~py\n  {helper.replace(chr(10), chr(10) + '  ')}~~~\n",
+                 f"Complete the function below.\n\n{helper}\nKeep enc as it is."):
+        code = program.statement_code(text)
+        assert program.statement_names(code, "dec") == ({"math", "enc"}, {"dec"}), (text, code)
+    # Prose that starts like code, other languages' blocks, example calls: not definitions.
+    noise = ("from the list below pick one\n```bash\ndef x\n```\n```python\nprint(enc('a'))\nK = f(1)\nN = 3\n```")
+    assert program.statement_code(noise).strip() == "N = 3"
+    assert program.statement_code("Write a function that reverses a string.") == ""
+
+
+def test_stubs_are_what_the_program_provides() -> None:
+    source = ("def a():\n    \"\"\"doc\"\"\"\n\ndef b():\n    pass\n\ndef c():\n    ...\n\n"
+              "def d():\n    raise NotImplementedError('todo')\n\nclass E:\n    x: int\n    def m(self):\n        pass\n\n"
+              "def helper():\n    return 1\n\nclass Helper:\n    def m(self):\n        return 2\n")
+    assert program.statement_names(source, "a") == ({"helper", "Helper"}, {"a", "b", "c", "d", "E"})
+
+
 def test_referenced_and_prompt_names() -> None:
     tree = program._parse("def check(candidate):\n    assert math.fabs(poly(xs, candidate(xs))) < 1\n")
     assert {"math", "poly", "candidate", "xs"} <= program._referenced_names(tree)

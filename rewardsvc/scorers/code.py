@@ -12,7 +12,7 @@ import sys
 from collections.abc import Hashable, Mapping, Sequence
 
 from rewardsvc.scorers.base import Scorer, option
-from rewardsvc.types import ErrorCode, Item, Result
+from rewardsvc.types import ErrorCode, Item, Result, Text
 from rewardsvc.verifiers.code.extract import ItemTests, extract_program, parse_reference
 from rewardsvc.verifiers.code.cgroups import SlotCgroup, cgroups_available, remove_stale_cgroups
 from rewardsvc.verifiers.code.harness_install import install_harness, python_binds
@@ -269,8 +269,8 @@ class CodeScorer(Scorer):
         except ValueError as exc:
             return Result.failed(item.id, ErrorCode.INVALID_ITEM, str(exc))
         limits = self._limits(tests, options.timeout_s, tests.memory_mb)
-        payload = {**tests.payload(), "code": extract_program(item.response_text),
-                   "prompt": item.prompt_text if tests.style == "check" else ""}
+        payload = {**tests.payload(), "code": tests.program(extract_program(item.response_text)),
+                   "prompt": problem_text(item.prompt) if tests.style == "check" else ""}
         try:
             outcome = await self.pool.run(payload, limits)
         except PoolFullError as exc:
@@ -281,6 +281,14 @@ class CodeScorer(Scorer):
                                  verdict="sandbox_error")
         note = f"timeout_s={limits.timeout_s:g}, memory_mb={limits.memory_mb}, max_output_bytes={limits.max_output_bytes}"
         return make_result(item.id, outcome, options.all_or_nothing, note)
+
+
+def problem_text(prompt: Text) -> str:
+    """The problem statement as text: a chat prompt's turns but the assistant's, which a model wrote
+    and which must not be able to supply the statement's helpers."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n\n".join(m.content for m in prompt if m.role != "assistant")
 
 
 def _default_pythons() -> list[str]:

@@ -72,8 +72,20 @@ def make_result(item_id: str, outcome: RunOutcome, all_or_nothing: bool, limits_
         return Result.failed(item_id, ErrorCode.INVALID_ITEM, str(report.get("error", "the tests don't run")),
                              **clean_text(details))
     if status == "harness_error":
-        log.error("code harness failed on item %r: %s", item_id, str(report.get("error", ""))[-3000:])
-        return Result.failed(item_id, ErrorCode.INTERNAL, "the harness failed: " + str(report.get("error", ""))[-1500:],
+        trace = str(report.get("error", ""))
+        if report.get("program_started") is True:
+            # The program controls its process, its channel to the harness and its run's other
+            # processes: a harness that fails after the program started may have been broken by it,
+            # and a program that breaks the harness has failed (a None here would spare it the 0).
+            log.warning("code harness failed on item %r after the program started (scored 0): %s",
+                        item_id, trace[-3000:])
+            last = trace.strip().splitlines()[-1:] or ["unknown error"]
+            return Result(item_id, 0.0, details=clean_text({
+                **details, "verdict": "runtime_error", "tests_passed": 0, "tests_total": 0, "tests": [],
+                "error": f"the harness failed while running the program ({last[0][:500]}); a program "
+                         "that breaks the harness fails"}))
+        log.error("code harness failed on item %r: %s", item_id, trace[-3000:])
+        return Result.failed(item_id, ErrorCode.INTERNAL, "the harness failed: " + trace[-1500:],
                              **clean_text({**details, "verdict": "sandbox_error"}))
     tests = [t for t in report.get("tests") or [] if isinstance(t, dict)]
     passed = sum(1 for t in tests if t.get("passed") is True)

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from rewardsvc.verifiers.code import apps
+
 _FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[ \t]*([^\s`]*)[^\n`]*$")
 PYTHON_TAGS = frozenset({"python", "py", "python3", "py3", "pycon"})
 
@@ -58,23 +60,36 @@ class ItemTests:
     cases: list[dict[str, str]] = field(default_factory=list)
     timeout_s: float | None = None
     memory_mb: int | None = None
+    # The problem statement's Python (HumanEval's `prompt`): the tests see its helpers, never the
+    # program's copies of them. Without it, HumanEval style reads them from the item's prompt.
+    statement: str = ""
+    # APPS-style tests (apps.py): prime_code's prelude before the program, its stdout comparison.
+    prelude: str = ""
+    compare: str = ""
+
+    def program(self, code: str) -> str:
+        """The program the sandbox runs for `code` (the response's)."""
+        return self.prelude + code
 
     def payload(self) -> dict[str, Any]:
         if self.style == "check":
-            return {"style": "check", "test": self.test, "entry_point": self.entry_point}
+            return {"style": "check", "test": self.test, "entry_point": self.entry_point, "statement": self.statement}
         if self.style == "asserts":
-            return {"style": "asserts", "asserts": list(self.asserts)}
-        return {"style": "cases", "cases": list(self.cases)}
+            return {"style": "asserts", "asserts": list(self.asserts), "statement": self.statement}
+        return {"style": "cases", "cases": list(self.cases), **({"compare": self.compare} if self.compare else {})}
 
     @property
     def size(self) -> int:
-        return len(self.test) + sum(map(len, self.asserts)) + sum(len(c["input"]) + len(c["output"]) for c in self.cases)
+        return (len(self.test) + len(self.statement) + sum(map(len, self.asserts))
+                + sum(len(c["input"]) + len(c["output"]) for c in self.cases))
 
 
 REFERENCE_HELP = (
     'reference must be a JSON object with one of: {"test": "<code defining check(candidate)>", '
     '"entry_point": "<function name>"}, {"asserts": ["assert f(1) == 2", ...]}, '
-    '{"cases": [{"input": "...", "output": "..."}, ...]}; optional "timeout_s" and "memory_mb"'
+    '{"cases": [{"input": "...", "output": "..."}, ...]}, APPS {"inputs": [...], "outputs": [...], '
+    '"fn_name"?: "f"}; optional "timeout_s" and "memory_mb", and for '
+    'test/asserts "prompt": the problem statement\'s Python, whose helpers the tests use'
 )
 
 
@@ -88,11 +103,17 @@ def parse_reference(reference: str | None) -> ItemTests:
         raise ValueError(f"reference is not valid JSON ({exc}); {REFERENCE_HELP}") from None
     if not isinstance(data, dict):
         raise ValueError(REFERENCE_HELP)
+    if apps.is_apps(data):
+        style, cases, asserts = apps.parse_apps(data)
+        spec = ItemTests(style=style, cases=cases, asserts=asserts, prelude=apps.PRELUDE,
+                         compare="apps" if style == "cases" else "")
+        _limits(spec, data)
+        return spec
     styles = [k for k in ("test", "asserts", "cases") if k in data]
     if len(styles) != 1:
         raise ValueError(f"reference has {styles or 'none'} of test/asserts/cases; exactly one is needed. "
                          + REFERENCE_HELP)
-    unknown = set(data) - {"test", "entry_point", "asserts", "cases", "timeout_s", "memory_mb"}
+    unknown = set(data) - {"test", "entry_point", "asserts", "cases", "timeout_s", "memory_mb", "prompt"}
     if unknown:
         raise ValueError(f"reference has unknown key(s) {sorted(unknown)}; {REFERENCE_HELP}")
     spec = ItemTests(style={"test": "check", "asserts": "asserts", "cases": "cases"}[styles[0]])
@@ -117,6 +138,18 @@ def parse_reference(reference: str | None) -> ItemTests:
                     or not isinstance(case.get("input", ""), str) or set(case) - {"input", "output"}:
                 raise ValueError(f'reference "cases"[{i}] must be {{"input": "<stdin>", "output": "<expected stdout>"}}')
             spec.cases.append({"input": case.get("input", ""), "output": case["output"]})
+    if "prompt" in data:
+        statement = data["prompt"]
+        if spec.style == "cases":
+            raise ValueError('reference "prompt" is for "test" and "asserts" tests (stdin/stdout cases call no helpers)')
+        if not isinstance(statement, str):
+            raise ValueError('reference "prompt" must be the problem statement\'s Python source, as a string')
+        spec.statement = statement
+    _limits(spec, data)
+    return spec
+
+
+def _limits(spec: ItemTests, data: dict[str, Any]) -> None:
     if "timeout_s" in data:
         t = data["timeout_s"]
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
@@ -127,4 +160,3 @@ def parse_reference(reference: str | None) -> ItemTests:
         if isinstance(m, bool) or not isinstance(m, int) or m < 32:
             raise ValueError('reference "memory_mb" must be an integer >= 32')
         spec.memory_mb = m
-    return spec

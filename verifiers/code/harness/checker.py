@@ -13,17 +13,23 @@ Why the program can't forge a pass:
 - The tests run here, on values decoded by frames.Decoder: exact builtin types or opaque proxies
   that compare by identity (remote.py), never the program's objects. An always-equal `__eq__`, a
   patched `unittest`, a monkeypatched builtin or module in the runner changes nothing here; names
-  the tests rely on (builtins, stdlib modules, the prompt's helper functions) are this process's
-  own, not the program's.
+  the tests rely on (builtins, stdlib modules, the problem statement's helper functions, in
+  whatever form the statement came: see program.statement_code) are this process's own, not the
+  program's.
+- The replies on the runner's channel are read as values or the program's exceptions only, and
+  any reply that isn't a well-formed answer to the pending request ends the tests (remote.py).
 - Only this process holds fd 3 and the nonce. The runner can't reach them: no /proc in the sandbox,
   ptrace and process_vm_readv are denied by seccomp, fd 3 is closed in the runner before any
-  program code runs, and as pid 1 of the namespace this process can't even be signalled by the
-  program. Printing "PASSED", fake report lines, exit(0)/os._exit(0) before the asserts, crashing:
-  at best no report or failed tests, which the parent scores as failures.
+  program code runs, and as pid 1 of the namespace this process gets no signal it has no handler
+  for, and it has none (SIGINT's is removed first). Printing "PASSED", fake report lines,
+  exit(0)/os._exit(0) before the asserts, crashing: at best no report or failed tests, which the
+  parent scores as failures; a harness failure after the program started is the program's failure.
 """
 
 from __future__ import annotations
 
+import _ast
+import _signal
 import builtins
 import os
 import resource
@@ -33,8 +39,8 @@ import time
 import frames
 from stdio_cases import CaseRunner
 from remote import _STDLIB, HarnessAbort, Link
-from program import (_NAME_LIMIT, Recorder, _clip, _parse, _referenced_names, _top_level_names,
-                     compose_program, describe, split_check)
+from program import (_NAME_LIMIT, Recorder, _clip, _parse, _parses, _referenced_names, compose_program,
+                     describe, split_check, statement_code, statement_names)
 from frames import write_all
 
 _BUILTIN_NAMES = frozenset(dir(builtins))
@@ -48,6 +54,10 @@ class Harness:
         self.deadline = time.monotonic() + float(payload["timeout_s"])
         self.report: dict = {"status": "ok", "tests": [], "memory_error": False}
         self.wanted: set[str] = set()
+        self.statement = ""
+        self.statement_refs: set[str] = set()
+        # Once the program has run, anything that goes wrong here may be its doing (serve()).
+        self.program_started = False
 
     # -- function styles ----------------------------------------------------------------------
     def run_functions(self) -> None:
@@ -55,14 +65,19 @@ class Harness:
         assert link is not None
         link.deadline = self.deadline
         style = self.p["style"]
+        if not self._prepare_statement():
+            return
         if style == "check":
-            program = compose_program(self.p.get("prompt", ""), self.p["code"], self.p["entry_point"])
+            prompt = self.p.get("prompt", "")
+            prefix = prompt if prompt.strip() and _parses(prompt) else self.statement
+            program = compose_program(prefix, self.p["code"], self.p["entry_point"])
             recorder, test_code = self._prepare_check()
         else:
-            program = self.p["code"]
+            program = (self.statement.rstrip() + "\n\n\n" if self.statement else "") + self.p["code"]
             recorder, test_code = self._prepare_asserts()
         if recorder is None:
             return
+        self.program_started = True
         try:
             # Only the names the tests mention come back: no decoding (or importing) of the rest.
             names = link.request("exec", source=program, name="solution", want=sorted(self.wanted))
@@ -72,8 +87,8 @@ class Harness:
         except Exception as exc:
             self._load_failed(recorder, describe(exc), None)
             return
-        namespace = self._namespace(names if type(names) is dict else {})
         try:
+            namespace = self._namespace(names)
             if style == "check":
                 self._run_check(namespace, test_code, recorder)
             else:
@@ -83,11 +98,34 @@ class Harness:
             self._aborted(abort)
         self.report["tests"] = recorder.tests()
 
+    def _prepare_statement(self) -> bool:
+        """The statement's code: the reference's `prompt`, else (HumanEval style) what the item's
+        prompt defines, in whatever form it came (statement_code)."""
+        given = self.p.get("statement")
+        if given:
+            try:
+                tree = _parse(given, "prompt.py")
+            except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+                self._test_error(f"the reference's prompt does not compile: {describe(exc)}")
+                return False
+            self.statement = given
+        elif self.p["style"] == "check":
+            self.statement = statement_code(self.p.get("prompt", ""))
+            try:
+                tree = _parse(self.statement, "prompt.py")
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                self.statement, tree = "", None
+        else:
+            tree = None
+        # The statement's helpers may call what the program provides (the entry point, stubs).
+        self.statement_refs = _referenced_names(tree) if tree is not None else set()
+        return True
+
     def _prepare_check(self):
         source = self.p["test"]
         try:
             tree = _parse(source, "test.py")
-            self.wanted = _referenced_names(tree) | {self.p["entry_point"]}
+            self.wanted = _referenced_names(tree) | {self.p["entry_point"]} | self.statement_refs
             names = split_check(tree, source)
             code = compile(tree, "test.py", "exec")
         except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
@@ -97,7 +135,7 @@ class Harness:
 
     def _prepare_asserts(self):
         codes = []
-        self.wanted = set()
+        self.wanted = set(self.statement_refs)
         for i, source in enumerate(self.p["asserts"]):
             try:
                 tree = _parse(source, f"assert[{i}]")
@@ -110,7 +148,7 @@ class Harness:
 
     def _namespace(self, names: dict) -> dict:
         """The tests' globals: the program's names as proxies, minus any that would shadow the
-        builtins or stdlib modules the tests rely on; then the prompt's own (trusted) helpers."""
+        builtins or stdlib modules the tests rely on; then the statement's own (trusted) helpers."""
         entry = self.p.get("entry_point")
         ns: dict = {"__name__": "__test__", "__builtins__": builtins}
         for name, value in names.items():
@@ -118,22 +156,38 @@ class Harness:
                 continue
             if name != entry and name in _BUILTIN_NAMES:
                 continue
-            if name != entry and name in _STDLIB and type(value).__name__ != "module":
+            if name != entry and name in _STDLIB and not _is_module_named(value, name):
                 continue
             ns[name] = value
-        prompt = self.p.get("prompt", "")
-        if self.p["style"] == "check" and (_top_level_names(prompt) - {entry}) & self.wanted:
-            program_entry = ns.get(entry)
-            try:
-                exec(compile(prompt, "prompt.py", "exec"), ns)
-            except Exception:  # noqa: S110 - a prompt that doesn't run just contributes nothing
-                pass
-            ns["__builtins__"] = builtins
-            if program_entry is not None:
-                ns[entry] = program_entry
-            else:
-                ns.pop(entry, None)
+        if self.statement:
+            trusted, provided = statement_names(self.statement, entry)
+            if trusted & self.wanted:
+                self._run_statement(ns, trusted, provided)
         return ns
+
+    def _run_statement(self, ns: dict, trusted: set[str], provided: set[str]) -> None:
+        """Define the statement's helpers in the tests' namespace over the program's copies.
+
+        The program's copies go first, so a helper that fails to define leaves a NameError, never
+        the program's version; each top-level statement runs on its own, so one that fails (an
+        import the sandbox lacks) doesn't take the rest with it. What the program provides (the
+        entry point, the statement's stubs) stays the program's."""
+        for name in trusted:
+            ns.pop(name, None)
+        program_provided = {name: ns[name] for name in provided if name in ns}
+        for node in _parse(self.statement, "prompt.py").body:
+            try:
+                exec(compile(_ast.Module(body=[node], type_ignores=[]), "prompt.py", "exec"), ns)
+            except HarnessAbort:
+                raise
+            except Exception:  # noqa: S112 - a statement line that doesn't run contributes nothing
+                continue
+        ns["__builtins__"] = builtins
+        for name in provided:
+            if name in program_provided:
+                ns[name] = program_provided[name]
+            else:
+                ns.pop(name, None)
 
     def _run_check(self, ns: dict, test_code, recorder: Recorder) -> None:
         code, split = test_code
@@ -205,7 +259,17 @@ class Harness:
         self.report["error"] = _clip(message, 3000)
 
     def run_cases(self) -> None:
+        self.program_started = True
         CaseRunner(self.p, self.deadline, self.workdir, self.report).run_cases()
+
+
+def _is_module_named(value, name: str) -> bool:
+    """A program binding of a stdlib module's name counts only when it is that module (here):
+    `import cmath as math` must not hand the tests another module as `math`."""
+    if type(value) is not type(sys):
+        return False
+    real = value.__dict__.get("__name__")
+    return type(real) is str and (real == name or real.endswith("." + name))
 
 
 def _cpu_limit(limits: dict) -> int:
@@ -247,6 +311,9 @@ def _no_refs(ref):
 
 def serve(results_fd: int, workdir: str) -> None:
     """Run one payload (read from stdin) and write the report to `results_fd`; never returns."""
+    # As pid 1 of the run's namespace this process gets only the signals it has a handler for:
+    # without Python's SIGINT handler, the program's os.kill(1, SIGINT) is dropped by the kernel.
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
     frames.limit_int_digits()
     os.set_inheritable(results_fd, False)
     write_all(results_fd, b"+")  # "the harness started": the parent tells a dead harness from a failed sandbox
@@ -254,6 +321,7 @@ def serve(results_fd: int, workdir: str) -> None:
     link = Link.fork(results_fd)
     report: dict = {"status": "harness_error", "tests": []}
     nonce = ""
+    harness: Harness | None = None
     try:
         payload = _read_payload()
         nonce = str(payload.pop("nonce"))
@@ -282,7 +350,9 @@ def serve(results_fd: int, workdir: str) -> None:
         import traceback
 
         report = {"status": "harness_error", "tests": [],
-                  "error": _clip("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), 4000)}
+                  "error": _clip("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), 4000),
+                  # After the program has run, a failure here may be its doing: the parent scores it.
+                  "program_started": bool(harness is not None and harness.program_started)}
         if link is not None:
             try:
                 link.close()

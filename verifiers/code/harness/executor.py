@@ -76,13 +76,15 @@ class Runner:
         os._exit(0)
 
     def dispatch(self, frame: bytes) -> bytes:
+        rid = None
         try:
             msg = self.decoder.loads(frame)
+            rid = msg.get("id")
             op = msg["op"]
             if op == "exec":
-                return self._reply({"ok": self.load(msg["source"], msg["name"], msg.get("want"))})
+                return self._reply(rid, {"ok": self.load(msg["source"], msg["name"], msg.get("want"))})
             if op == "call":
-                return self.call(msg)
+                return self.call(rid, msg)
             target = msg.get("o")
             if op == "getattr":
                 result = getattr(target, msg["n"])
@@ -106,14 +108,14 @@ class Runner:
                 try:
                     result = next(target)
                 except StopIteration:
-                    return b'{"stop":true}'
+                    return self._reply(rid, {"stop": True})
             elif op == "unary":
                 result = _UNARY[msg["fn"]](target)
             else:
                 raise frames.WireError(f"unknown op {op!r}")
-            return self._reply({"ok": frames.to_tree(result, self.handle_of)})
+            return self._reply(rid, {"ok": frames.to_tree(result, self.handle_of)})
         except BaseException as exc:  # the program's own exceptions, exit() included, are answers
-            return _exception_reply(exc)
+            return _exception_reply(rid, exc)
 
     def load(self, source: str, name: str, want) -> dict:
         namespace = {"__name__": name, "__builtins__": builtins}
@@ -131,7 +133,7 @@ class Runner:
             names[key] = tree
         return names
 
-    def call(self, msg: dict) -> bytes:
+    def call(self, rid, msg: dict) -> bytes:
         args = msg.get("a") or []
         kwargs = dict(msg.get("k") or [])
         # Mutable arguments are copies here: report in-place changes so the harness can apply them.
@@ -146,14 +148,15 @@ class Runner:
                 changed.append([i, after])
         if changed:
             reply["mut"] = changed
-        return self._reply(reply)
+        return self._reply(rid, reply)
 
     @staticmethod
-    def _reply(envelope: dict) -> bytes:
-        return frames.dump_json(envelope)
+    def _reply(rid, envelope: dict) -> bytes:
+        # The request's id goes back with its answer: the harness refuses any other pairing.
+        return frames.dump_json({"id": rid, **envelope})
 
 
-def _exception_reply(exc: BaseException) -> bytes:
+def _exception_reply(rid, exc: BaseException) -> bytes:
     try:
         bases = [c.__name__ for c in type(exc).__mro__ if c.__module__ == "builtins"]
         names = [str(type.__dict__["__name__"].__get__(type(exc)))] + bases
@@ -167,11 +170,12 @@ def _exception_reply(exc: BaseException) -> bytes:
         tb = _program_traceback(exc)
     except BaseException:
         tb = ""
-    body = {"exc": {"types": [n for n in names if type(n) is str][:20], "msg": message, "tb": tb}}
+    body = {"id": rid, "exc": {"types": [n for n in names if type(n) is str][:20], "msg": message, "tb": tb}}
     try:
         return frames.dump_json(body)
     except BaseException:
-        return b'{"exc":{"types":["Exception"],"msg":"<unencodable exception>","tb":""}}'
+        return frames.dump_json({"id": rid if type(rid) is int else None,
+                                 "exc": {"types": ["Exception"], "msg": "<unencodable exception>", "tb": ""}})
 
 
 def _program_traceback(exc: BaseException) -> str:

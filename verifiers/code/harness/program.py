@@ -95,8 +95,151 @@ def _top_level_names(source: str) -> set[str]:
     return out
 
 
+# ---- the problem statement's code ----------------------------------------------------------------
+#
+# Tests may call helpers that the problem statement defines (HumanEval/38's `encode_cyclic` next to
+# the `decode_cyclic` asked for). The tests must see the statement's own helpers, never the
+# program's copies, whatever form the statement came in: Python (a completion prompt), code fenced
+# or inlined in a chat or instruction prompt, or the reference's `prompt` field.
+
+_FENCE = ("```", "~~~")
+_PYTHON_TAGS = frozenset({"", "python", "py", "python3", "py3"})
+_CODE_STARTS = ("def ", "async def ", "class ", "import ", "from ", "@")
+_DEFINITIONS = (_ast.FunctionDef, _ast.AsyncFunctionDef, _ast.ClassDef, _ast.Import, _ast.ImportFrom)
+
+
+def statement_code(text: str) -> str:
+    """The Python a problem statement defines: all of it when the text is Python, else the
+    definitions (def, class, import, constant assignment) found in its fenced blocks and in
+    unfenced code in its prose. Text that isn't code is skipped, never guessed at."""
+    if not text.strip():
+        return ""
+    if _parses(text):
+        return text
+    pieces = [kept for block in _code_regions(text) if (kept := _definitions(block))]
+    return "\n\n\n".join(pieces) + "\n" if pieces else ""
+
+
+def _code_regions(text: str):
+    """Fenced python (or untagged) blocks, and runs of unfenced lines that start like code at
+    column 0 and continue with indented or blank lines."""
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        fence = next((f for f in _FENCE if stripped.startswith(f)), None)
+        if fence is not None:
+            tag = stripped.lstrip(fence[0]).strip().split(" ")[0].lower()
+            body = []
+            i += 1
+            while i < len(lines) and not lines[i].strip().startswith(fence):
+                body.append(lines[i])
+                i += 1
+            i += 1
+            if tag in _PYTHON_TAGS:
+                yield _dedent(body)
+            continue
+        if line.startswith(_CODE_STARTS):
+            body = [line]
+            i += 1
+            while i < len(lines) and (not lines[i].strip() or lines[i][0] in " \t)]}"
+                                      or lines[i].startswith(_CODE_STARTS)):
+                if lines[i].strip().startswith(_FENCE):
+                    break
+                body.append(lines[i])
+                i += 1
+            yield "\n".join(body) + "\n"
+            continue
+        i += 1
+
+
+def _dedent(lines: list[str]) -> str:
+    indents = [len(s) - len(s.lstrip()) for s in lines if s.strip()]
+    cut = min(indents) if indents else 0
+    return "\n".join(s[cut:] for s in lines) + "\n"
+
+
+def _definitions(block: str) -> str:
+    """The top-level definitions of a block of code; a block that doesn't parse as a whole is tried
+    one definition at a time."""
+    try:
+        tree = _parse(block)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        parts = []
+        for chunk in _split_at_definitions(block):
+            try:
+                parts.append(_kept_source(_parse(chunk), chunk))
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                continue
+        return "\n\n".join(p for p in parts if p)
+    return _kept_source(tree, block)
+
+
+def _split_at_definitions(block: str) -> list[str]:
+    chunks: list[list[str]] = []
+    for line in block.splitlines():
+        if line.startswith(_CODE_STARTS) and not (chunks and chunks[-1][-1].startswith("@")):
+            chunks.append([])
+        if chunks:
+            chunks[-1].append(line)
+    return ["\n".join(c) + "\n" for c in chunks]
+
+
+def _kept_source(tree, source: str) -> str:
+    lines = source.splitlines()
+    kept = []
+    for node in tree.body:
+        if isinstance(node, _DEFINITIONS) or (isinstance(node, (_ast.Assign, _ast.AnnAssign))
+                                             and node.value is not None and _is_literal(node.value)):
+            first = min([d.lineno for d in getattr(node, "decorator_list", [])] + [node.lineno])
+            kept.append("\n".join(lines[first - 1:node.end_lineno]))
+    return "\n\n".join(kept)
+
+
+def _is_literal(node) -> bool:
+    return all(isinstance(n, (_ast.Constant, _ast.Tuple, _ast.List, _ast.Set, _ast.Dict, _ast.UnaryOp,
+                              _ast.BinOp, _ast.expr_context, _ast.operator, _ast.unaryop)) for n in _walk(node))
+
+
+def statement_names(source: str, entry_point: str | None) -> tuple[set[str], set[str]]:
+    """(trusted, provided): the statement's top-level names the tests must see as the statement
+    defines them, and those the program provides: the entry point and stubs (a def whose body is
+    only a docstring, `pass`, `...` or `raise NotImplementedError`; a class of nothing but stubs)."""
+    try:
+        tree = _parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return set(), set()
+    stubs = {n.name for n in tree.body if isinstance(n, (_ast.FunctionDef, _ast.AsyncFunctionDef, _ast.ClassDef))
+             and _is_stub(n)}
+    provided = stubs | ({entry_point} if entry_point else set())
+    return _top_level_names(source) - provided, provided
+
+
+def _is_stub(node) -> bool:
+    body = node.body
+    if body and isinstance(body[0], _ast.Expr) and isinstance(body[0].value, _ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]
+    for stmt in body:
+        if isinstance(stmt, _ast.Pass) or (isinstance(stmt, _ast.Expr) and isinstance(stmt.value, _ast.Constant)):
+            continue
+        if isinstance(stmt, _ast.Raise) and stmt.exc is not None and "NotImplementedError" in {
+                n.id for n in _walk(stmt.exc) if isinstance(n, _ast.Name)}:
+            continue
+        if isinstance(node, _ast.ClassDef) and (
+                (isinstance(stmt, (_ast.FunctionDef, _ast.AsyncFunctionDef)) and _is_stub(stmt))
+                or (isinstance(stmt, _ast.AnnAssign) and stmt.value is None)):
+            continue
+        return False
+    return True
+
+
 def compose_program(prompt: str, code: str, entry_point: str) -> str:
-    """HumanEval/MBPP: prompt + completion, unless the response defines the entry point itself."""
+    """HumanEval/MBPP: prompt + completion, unless the response defines the entry point itself.
+
+    `prompt` is the item's prompt when it is Python, else the statement's code (statement_code):
+    the program can use the statement's imports and helpers either way."""
     if defines(code, entry_point):
         # The prompt (imports, helpers) goes first when it is Python; the response's def wins.
         return (prompt.rstrip() + "\n\n" if prompt.strip() and _parses(prompt) else "") + code

@@ -1,8 +1,17 @@
-"""The harness's end of the runner: requests with a deadline, and proxies for the program's objects.
+"""The checker's end of the executor: requests with a deadline, and proxies for the program's objects.
 
-Whatever the runner answers is decoded by frames.Decoder into exact builtin types or `Remote` proxies;
-a proxy forwards calls, attribute access, indexing and iteration to the runner, and compares by
-identity, so no comparison a test makes ever runs the program's code in the harness.
+Whatever the executor answers is decoded by frames.Decoder into exact builtin types or `Remote`
+proxies; a proxy forwards calls, attribute access, indexing and iteration to the executor, and
+compares by identity, so no comparison a test makes ever runs the program's code in the checker.
+
+The program controls the executor process, so it controls every byte of every reply. A reply can
+therefore only ever be read as what the program's code could have produced honestly: a value, or an
+exception of a builtin `Exception` class raised by the call. Every reply must answer the request
+with the same id, with exactly one of `ok` (plus `mut` for calls), `exc`, or `stop` (only for
+`next`); anything else, or bytes that don't decode, is a protocol break that ends the run's tests.
+So a forged "stop" can't end a `map`/`filter`/`zip` early, a forged SystemExit/KeyboardInterrupt/
+GeneratorExit can't get past a test's `except Exception` or stop the checker, and a stale or extra
+frame can't answer another request.
 """
 
 from __future__ import annotations
@@ -17,8 +26,9 @@ import frames
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ()))
 # Stdlib modules the harness won't import on the program's behalf (side effects, or the harness's own).
 _NO_IMPORT = frozenset({"antigravity", "this", "webbrowser", "turtle", "turtledemo", "tkinter", "idlelib",
-                        "pydoc", "ensurepip", "venv", "lib2to3", "__main__", "checker", "frames", "executor",
-                        "remote", "program", "stdio_cases", "zygote"})
+                        "pydoc", "ensurepip", "venv", "lib2to3", "__main__", "test", "site", "checker", "frames",
+                        "executor", "remote", "program", "stdio_cases", "zygote"})
+_MODULE = type(sys)
 
 
 class HarnessAbort(BaseException):
@@ -53,6 +63,7 @@ class Link:
         self.cpu_exhausted = False
         self.rusage = None
         self.status: int | None = None
+        self.last_id = 0
 
     @classmethod
     def fork(cls, results_fd: int) -> "Link":
@@ -61,6 +72,8 @@ class Link:
         pid = os.fork()
         if pid == 0:  # the runner
             try:
+                # The checker ignores SIGINT (it is pid 1); the program gets Python's usual handler.
+                _signal.signal(_signal.SIGINT, _signal.default_int_handler)
                 os.setpgid(0, 0)
                 for fd in (req_w, resp_r, results_fd):
                     os.close(fd)
@@ -90,13 +103,9 @@ class Link:
 
     def resolve(self, ref):
         if isinstance(ref, frames.ModuleRef):
-            top = ref.name.split(".")[0]
-            if top in _STDLIB and top not in _NO_IMPORT:
-                try:
-                    __import__(ref.name)
-                    return sys.modules[ref.name]
-                except (ImportError, KeyError):
-                    pass
+            module = harness_module(ref.name)
+            if module is not None:
+                return module
             if ref.hid is None:
                 raise frames.WireError(f"module {ref.name!r} is not available to the tests")
             ref = frames.Handle(ref.hid, "module", False)
@@ -109,38 +118,58 @@ class Link:
     def request(self, op: str, args: tuple | list | None = None, **fields):
         if self.abort is not None:
             raise self.abort
-        envelope = {"op": op}
+        self.last_id += 1
+        rid = self.last_id
+        envelope = {"op": op, "id": rid}
         for key, value in fields.items():
             envelope[key] = value if key in ("source", "name", "n", "fn") else frames.to_tree(value, self.handle_of)
         frame = frames.dump_json(envelope)
+        sent = False
         try:
             frames.write_frame(self.req_w, frame, self.deadline)
+            sent = True
             reply_frame = frames.read_frame(self.resp_r, self.deadline)
         except frames.Expired:
             self.fail("timeout", f"the program ran past the time limit during `{op}`")
         except (frames.Closed, OSError):
             self.fail("runner_died", self.death_reason())
         except frames.WireError as exc:
-            self.fail("protocol", str(exc))
+            self.fail("protocol", f"the program broke the harness's protocol: {exc}" if sent
+                      else f"the tests' request `{op}` can't be sent to the program: {exc}")
         try:
             reply = self.decoder.loads(reply_frame)
         except frames.WireError as exc:
-            raise ValueError(f"the program's result can't be read: {exc}") from None
-        if type(reply) is not dict:
-            raise ValueError("the runner sent a malformed reply")
-        if "exc" in reply:
+            self.fail("protocol", f"the program broke the harness's protocol: a reply to `{op}` that can't be "
+                                  f"read ({exc})")
+        return self.answer(op, rid, reply, args)
+
+    def answer(self, op: str, rid: int, reply, args):
+        """The reply's meaning, if it is a well-formed answer to request `rid`; else a protocol break."""
+        if type(reply) is not dict or type(reply.get("id")) is not int or reply["id"] != rid:
+            self.fail("protocol", f"the program broke the harness's protocol: a reply that does not answer "
+                                  f"`{op}` (request {rid})")
+        keys = set(reply) - {"id"}
+        if keys == {"exc"}:
             raise self.remote_exception(reply["exc"])
-        if reply.get("stop") is True:
+        if keys == {"stop"} and op == "next" and reply["stop"] is True:
             raise StopIteration
-        mutated = reply.get("mut")
-        if mutated and args is not None:
-            _apply_mutations(args, mutated)
-        return reply.get("ok")
+        if keys == {"ok"} and (op != "exec" or type(reply["ok"]) is dict):
+            return reply["ok"]
+        if keys == {"ok", "mut"} and op == "call" and _valid_mutations(reply["mut"], args):
+            _apply_mutations(args, reply["mut"])
+            return reply["ok"]
+        self.fail("protocol", f"the program broke the harness's protocol: a malformed reply to `{op}` "
+                              f"(keys {sorted(k if type(k) is str else '?' for k in keys)[:5]})")
 
     def remote_exception(self, info) -> Exception:
+        """The program's exception as an `Exception` here: never a BaseException that would get past
+        a test's `except Exception` or stop the checker, never StopIteration that would end an
+        iteration early."""
         if type(info) is not dict:
             return RemoteError("the program raised an exception")
-        names = [n for n in info.get("types", []) if type(n) is str] or ["Exception"]
+        types = info.get("types")
+        names = [n for n in types if type(n) is str][:20] if type(types) is list else []
+        names = names or ["Exception"]
         message = info.get("msg") if type(info.get("msg")) is str else ""
         if "MemoryError" in names:
             self.memory_error = True
@@ -298,16 +327,35 @@ def _exact(value, kind: type, what: str):
     return value
 
 
+def harness_module(name: str):
+    """The checker's own copy of stdlib module `name`, when handing it to the tests is harmless:
+    already imported here, or a plain top-level stdlib module whose import runs nothing of note.
+    Never a `__main__` submodule (unittest.__main__ runs tests and exits at import) or the harness's
+    own modules; None otherwise (the program's module then stays a proxy)."""
+    if type(name) is not str:
+        return None
+    top = name.partition(".")[0]
+    if top not in _STDLIB or top in _NO_IMPORT or name.rpartition(".")[2] == "__main__":
+        return None
+    module = sys.modules.get(name)
+    if module is None and "." not in name and not name.startswith("_"):
+        try:
+            __import__(name)
+        except BaseException:  # noqa: BLE001 - a module that can't be imported here stays the program's
+            return None
+        module = sys.modules.get(name)
+    return module if type(module) is _MODULE else None
+
+
+def _valid_mutations(mutated, args) -> bool:
+    if type(mutated) is not list or args is None:
+        return False
+    return all(type(e) is list and len(e) == 2 and type(e[0]) is int and 0 <= e[0] < len(args) for e in mutated)
+
+
 def _apply_mutations(args, mutated) -> None:
     """Mirror the program's in-place changes to mutable arguments onto the test's objects."""
-    if type(mutated) is not list:
-        return
-    for entry in mutated:
-        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not int:
-            continue
-        index, value = entry
-        if not 0 <= index < len(args):
-            continue
+    for index, value in mutated:
         target = args[index]
         if type(target) is list and type(value) is list:
             target[:] = value
@@ -321,8 +369,6 @@ def _apply_mutations(args, mutated) -> None:
             target[:] = value
 
 
-# ---- programs and tests -------------------------------------------------------------------------
-
 
 def _signame(sig: int) -> str:
     for name in ("SIGKILL", "SIGSEGV", "SIGABRT", "SIGBUS", "SIGFPE", "SIGILL", "SIGTERM", "SIGXCPU",
@@ -330,6 +376,3 @@ def _signame(sig: int) -> str:
         if getattr(_signal, name, None) == sig:
             return name
     return str(sig)
-
-
-# ---- the run --------------------------------------------------------------------------------------
