@@ -227,6 +227,15 @@ def test_forged_stop_in_a_humaneval_check(svc: InProcessService) -> None:
     assert_failed_not_internal(bad, "forged stop in check")
 
 
+def test_a_test_that_swallows_a_broken_channel_has_not_passed(svc: InProcessService) -> None:
+    """A bare `except:` in a test catches the harness's abort too; the test still must not pass."""
+    test = "try:\n    f(0)\nexcept:\n    pass\nelse:\n    assert False"
+    forged = CHANNEL_FORGERIES["stop_with_the_request_id"]
+    (r,) = svc.score([{"response": forged, "reference": json.dumps({"asserts": [test, "assert f(1) == 2"]})}])
+    assert_failed_not_internal(r, "swallowed abort")
+    assert "protocol" in r.details["tests"][0]["error"], r.details
+
+
 def test_a_real_stop_iteration_in_the_program_is_an_exception_not_the_end(svc: InProcessService) -> None:
     program = "def f(x):\n    return next(iter([]))\n"
     (r,) = svc.score([{"response": program, "reference": json.dumps({"asserts": STOP_TESTS[:2]})}])

@@ -131,7 +131,7 @@ class Harness:
         except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             self._test_error(f"the reference's test code does not compile: {describe(exc)}")
             return None, None
-        return Recorder(names or [f"check({self.p['entry_point']})"]), (code, bool(names))
+        return Recorder(names or [f"check({self.p['entry_point']})"], self._broken), (code, bool(names))
 
     def _prepare_asserts(self):
         codes = []
@@ -144,7 +144,11 @@ class Harness:
             except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
                 self._test_error(f"assert {i} of the reference does not compile: {describe(exc)}")
                 return None, None
-        return Recorder([_clip(s, _NAME_LIMIT) for s in self.p["asserts"]]), codes
+        return Recorder([_clip(s, _NAME_LIMIT) for s in self.p["asserts"]], self._broken), codes
+
+    def _broken(self) -> str | None:
+        abort = self.link.abort if self.link is not None else None
+        return None if abort is None else f"{abort.reason}: {abort.detail}"
 
     def _namespace(self, names: dict) -> dict:
         """The tests' globals: the program's names as proxies, minus any that would shadow the

@@ -306,16 +306,20 @@ def split_check(tree, source: str) -> list[str]:
 class Recorder:
     """`__harness__` in the tests' namespace: records each test's outcome as it happens."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], broken=None) -> None:
         self.names = names
         self.outcomes: list[tuple[bool, str | None] | None] = [None] * len(names)
         self.current: int | None = None
+        # Why the program's process can no longer answer (None while it can): a test that swallowed
+        # that (a bare `except:`) and went on has not passed.
+        self.broken = broken
 
     def begin(self, index: int) -> None:
         self.current = index
 
     def passed(self, index: int) -> None:
-        self.outcomes[index] = (True, None)
+        why = self.broken() if self.broken is not None else None
+        self.outcomes[index] = (True, None) if why is None else (False, why)
         self.current = None
 
     def failed(self, index: int, exc: BaseException) -> None:
