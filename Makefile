@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Bump when the install steps change, so `make install` redoes them on machines that have a venv.
 INSTALL_VERSION := 1
 
-.PHONY: install serve demo test proto clean
+.PHONY: install serve demo test lint proto clean
 
 install: $(STAMP)
 
@@ -36,6 +36,12 @@ demo: install
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
+
+# ruff (rule set in pyproject.toml) and mypy (packages = rewardsvc, which takes in verifiers/ and trainers/
+# through the links rewardsvc/verifiers and rewardsvc/trainers). Checks only: fixes are `ruff check --fix`.
+lint: install
+	$(VENV)/bin/ruff check rewardsvc verifiers trainers
+	$(VENV)/bin/mypy
 
 proto: install
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --grpc_python_out=. --pyi_out=. proto/rewardsvc/v1/reward.proto

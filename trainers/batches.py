@@ -4,7 +4,7 @@ so a resumed run sees the same batches)."""
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def make_batches(lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool) -> list[list[int]]:
@@ -28,7 +28,7 @@ def make_batches(lengths: Sequence[int], batch_size: int, seed: int, group_by_le
     longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
     first = batches.pop(longest)
     rng.shuffle(batches)
-    return [first] + batches
+    return [first, *batches]
 
 
 def _full_batches(batches: list[list[int]], batch_size: int) -> list[list[int]]:

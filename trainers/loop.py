@@ -178,7 +178,8 @@ class Trainer:
         if self.ranks.main:
             (self.out / CONFIG_FILE).write_text(dump_yaml(config_dict(cfg)))
             log.info(
-                "training %s: %d examples (%d held out), %d steps (%d per epoch), batch %d x %d accum x %d ranks on %s%s",
+                "training %s: %d examples (%d held out), %d steps (%d per epoch), "
+                "batch %d x %d accum x %d ranks on %s%s",
                 type(task).__name__, len(task.train), len(task.eval), self.total, self.steps_per_epoch,
                 cfg.batch_size, cfg.gradient_accumulation_steps, self.ranks.world, self.device,
                 " with bf16 autocast" if self.use_bf16 else "",
@@ -240,7 +241,7 @@ class Trainer:
         grad_norm = 0.0
         if cfg.max_grad_norm > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm))
-        lr = self.scheduler.get_last_lr()[0]  # the rate this step used
+        lr = float(self.scheduler.get_last_lr()[0])  # the rate this step used
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import abc
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rewardsvc.dataclass_dict import option
 from rewardsvc.trainers.examples import read_files, split_rows
