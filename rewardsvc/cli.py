@@ -7,12 +7,10 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import Any
 
 from rewardsvc.config import Config, load_config
 from rewardsvc.errors import RewardServiceError
-from rewardsvc.types import ErrorCode, Item, Result, item_from_dict
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -38,55 +36,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_items(stream: TextIO) -> Iterator[Item | Result]:
-    """Items from JSONL; a line that is not a valid item becomes an INVALID_ITEM Result."""
-    for n, line in enumerate(stream, 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-            item = item_from_dict(data)
-            if "id" not in data:
-                item.id = str(n)
-            yield item
-        except (ValueError, TypeError) as exc:
-            yield Result.failed(f"line-{n}", ErrorCode.INVALID_ITEM, f"line {n}: {exc}")
-
-
 def cmd_score(args: argparse.Namespace) -> int:
-    options: dict[str, Any] = json.loads(args.options) if args.options else {}
-    src = open(args.input) if args.input not in (None, "-") else sys.stdin
-    with src:
-        parsed = list(read_items(src))
-    items = [x for x in parsed if isinstance(x, Item)]
-    if args.address:
-        from rewardsvc.client import RewardClient
+    from rewardsvc.commands.score import run
 
-        with RewardClient(args.address) as client:
-            scored = client.score(args.scorer, items, **options)
-    else:
-        from rewardsvc.service import ScoringService
+    return run(args)
 
-        async def run() -> list[Result]:
-            config = load_config(args.config)
-            async with ScoringService(config) as service:
-                return await service.score(args.scorer, items, options)
 
-        scored = asyncio.run(run())
-    it = iter(scored)
-    out = open(args.output, "w") if args.output not in (None, "-") else sys.stdout
-    with out:
-        for x in parsed:
-            res = x if isinstance(x, Result) else next(it)
-            out.write(json.dumps(res.to_dict(), ensure_ascii=False) + "\n")
-    return 0
+def cmd_health(args: argparse.Namespace) -> int:
+    from rewardsvc.commands.health import run
+
+    return run(args)
 
 
 def cmd_scorers(args: argparse.Namespace) -> int:
     if args.address:
         from rewardsvc.client import RewardClient
+        from rewardsvc.commands.connection import client_kwargs
 
-        with RewardClient(args.address) as client:
+        with RewardClient(args.address, **client_kwargs(args)) as client:
             infos = client.list_scorers()
     else:
         from rewardsvc.registry import scorer_infos
@@ -111,6 +78,10 @@ def plugin_commands() -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rewardsvc.commands.connection import add_connection_args
+    from rewardsvc.commands.health import add_arguments as health_arguments
+    from rewardsvc.commands.score import add_arguments as score_arguments
+
     p = argparse.ArgumentParser(prog="rewardsvc", description="Reward models and verifiers behind one gRPC API.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
@@ -125,20 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "$RAY_ADDRESS, else start a local Ray)")
     s.set_defaults(fn=cmd_serve)
 
-    s = sub.add_parser("score", help="score JSONL items (stdin -> stdout by default)")
-    s.add_argument("--scorer", required=True, help="scorer name (see `rewardsvc scorers`)")
-    s.add_argument("--address", help="server address; without it, score in-process with --config")
-    s.add_argument("--config", help="config for in-process scoring (default: built-in)")
-    s.add_argument("--input", help="items JSONL (default: stdin)")
-    s.add_argument("--output", help="results JSONL (default: stdout)")
-    s.add_argument("--options", help='per-request options as JSON, e.g. \'{"all_or_nothing": true}\'')
+    s = sub.add_parser("score", help="score JSONL items (stdin -> stdout by default), streamed in chunks")
+    score_arguments(s)
     s.set_defaults(fn=cmd_score)
 
     s = sub.add_parser("scorers", help="list scorers and their options")
-    s.add_argument("--address", help="ask a running server (default: read the config)")
+    add_connection_args(s, "ask a running server (default: read the config)")
     s.add_argument("--config", help="config to read without --address (default: built-in)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(fn=cmd_scorers)
+
+    s = sub.add_parser("health", help="exit 0 when the server (or --scorer) can score; --wait to wait for it")
+    health_arguments(s)
+    s.set_defaults(fn=cmd_health)
 
     sub.add_parser("train", help="train a reward model, PRM or judge (rewardsvc train rm|prm|judge --config F)",
                    add_help=False)
@@ -156,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return eval_main(argv[1:])
     args = build_parser().parse_args(argv)
+    from rewardsvc.client import RewardServiceCallError
+    from rewardsvc.commands.score import ScoreFailed
+
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -163,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     except RewardServiceError as exc:
         print(f"rewardsvc: error: {exc}", file=sys.stderr)
         return 2
+    except (RewardServiceCallError, ScoreFailed) as exc:  # the server refused or could not be reached
+        print(f"rewardsvc: error: {exc}", file=sys.stderr)
+        return 1
     except (OSError, ValueError) as exc:
         print(f"rewardsvc: error: {exc}", file=sys.stderr)
         return 2

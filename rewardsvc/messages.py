@@ -20,6 +20,15 @@ _CODE_TO_PB = {
 }
 _PB_TO_CODE = {v: k for k, v in _CODE_TO_PB.items()}
 
+#: The RewardService's full name: also the gRPC health service name of the whole server.
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RewardService"].full_name
+
+
+def health_service(scorer: str) -> str:
+    """The gRPC health service name of one hosted scorer: SERVING once it can score (for
+    `rewardsvc health --scorer`, grpc_health_probe -service, a kubelet gRPC probe's `service`)."""
+    return f"{SERVICE_NAME}/{scorer}"
+
 
 def _conv_to_pb(text: Text) -> pb.Conversation:
     return pb.Conversation(messages=[pb.Message(role=m.role, content=m.content) for m in text])

@@ -75,6 +75,24 @@ def uses_of(specs: Sequence["ScorerSpec"]) -> dict[str, list[str]]:
     return uses
 
 
+def uses_closure(specs: Sequence["ScorerSpec"], names: Sequence[str]) -> list[str]:
+    """`names` and every scorer they use, transitively, each after the ones it uses: what hosting just
+    `names` needs (in-process scoring loads only these). Only these scorers are constructed."""
+    by_name = {spec.name: spec for spec in specs}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ConfigError(f"no scorer(s) {missing} in `scorers:`; configured: {sorted(by_name)}")
+    uses: dict[str, list[str]] = {}
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in uses or name not in by_name:
+            continue  # a used scorer that is missing is reported by dependency_order
+        uses[name] = uses_of([by_name[name]])[name]
+        todo += uses[name]
+    return dependency_order(uses)
+
+
 def dependency_order(uses: Mapping[str, Sequence[str]]) -> list[str]:
     """Scorer names, each after the scorers it uses; a loop or a missing scorer is a ConfigError. The one
     place config checks, the service (start order) and Ray (deployment order) learn this."""

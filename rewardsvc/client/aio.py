@@ -228,6 +228,18 @@ class AsyncRewardClient:
             for s in resp.scorers
         ]
 
+    async def check_health(self, scorer: str | None = None, timeout_s: float = 5.0) -> str:
+        """The server's gRPC health status ("SERVING", "NOT_SERVING", ...), or that of one hosted
+        scorer. Raises RewardServiceCallError: NOT_FOUND for a scorer the server does not host,
+        UNAVAILABLE when the server can't be reached."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        service = "" if scorer is None else messages.health_service(scorer)
+        try:
+            resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise RewardServiceCallError(exc.code(), exc.details() or "") from None
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
     async def wait_ready(self, timeout_s: float = 120.0) -> None:
         """Block until the server's health check says SERVING (scorers loaded)."""
         stub = health_pb2_grpc.HealthStub(self._channel)

@@ -271,13 +271,16 @@ class RewardServer:
             except OSError as exc:
                 raise OSError(f"cannot bind the metrics port {cfg.host}:{cfg.metrics_port} ({exc}); "
                               "set server.metrics_port to another port, 0 for any, or null to disable") from None
-        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        # One health name per scorer too (messages.health_service), so a probe or `rewardsvc health
+        # --scorer` can wait for the scorer it needs; all flip to SERVING when scoring is possible.
+        names = ["", SERVICE_NAME] + [messages.health_service(s.name) for s in self.config.scorers]
+        for name in names:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
         await self.service.start()
         self.servicer.ready = True
-        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
-        await self.health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        for name in names:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Health NOT_SERVING, refuse new calls, let in-flight calls finish within the grace."""
