@@ -138,19 +138,23 @@ def test_prm_labels_sit_on_the_scorers_read_positions() -> None:
 
     from rewardsvc.model_refs import resolve_model_path
     from rewardsvc.scorers.render import encode_steps_trl
-    from rewardsvc.trainers.prm import encode_step_example
+    from rewardsvc.scorers.step_windows import encode_steps_windows
+    from rewardsvc.trainers.prm import encode_step_windows
 
     tok = AutoTokenizer.from_pretrained(resolve_model_path("bundled:all-minilm-l6-v2"))
     ex = step_examples(read_jsonl(PRMBENCH)[0])[1]
-    enc = encode_step_example(tok, ex, "\n", 512)
+    [enc] = encode_step_windows(tok, ex, "\n", 512)
     served = encode_steps_trl(tok, ex.prompt, ex.steps, "\n", 512)
     assert enc.ids == served.ids and enc.positions == served.positions and enc.labels == ex.labels
-    # Too long for max_length: leading steps are kept, with their labels, and the scorer's encoding of
-    # just those steps is the same input.
-    short = encode_step_example(tok, ex, "\n", len(served.ids) - 5)
-    assert 0 < len(short.labels) < len(ex.steps) and short.dropped_steps == len(ex.steps) - len(short.labels)
-    again = encode_steps_trl(tok, ex.prompt, ex.steps[: len(short.labels)], "\n", len(served.ids) - 5)
-    assert short.ids == again.ids and short.positions == again.positions
+    # Too long for max_length: the scorer's step-preserving windows, each step once, with its label.
+    short = len(served.ids) // 2
+    windows = encode_step_windows(tok, ex, "\n", short)
+    scorer = encode_steps_windows(tok, ex.prompt, ex.steps, "\n", short)
+    assert len(windows) > 1 and [w.ids for w in windows] == [w.ids for w in scorer]
+    assert [w.positions for w in windows] == [w.positions for w in scorer]
+    assert [k for w in windows for k in w.steps] == list(range(len(ex.steps)))
+    assert [y for w in windows for y in w.labels] == ex.labels
+    assert all(len(w.ids) <= short for w in windows)
 
 
 # ---- real training runs -------------------------------------------------------------------------

@@ -32,31 +32,32 @@ def test_prm_run_reports_first_error_f1_and_its_checkpoint_is_served(tmp_path: P
     from rewardsvc.types import Item
     from support import ServerProcess
     from rewardsvc.trainers.cli import main
-    from rewardsvc.trainers.prm import encode_step_example, load_prm, step_probabilities
+    from rewardsvc.trainers.prm import encode_step_windows, load_prm, solution_probabilities, step_probabilities
 
     out = tmp_path / "prm"
     assert main(["prm", "--train-file", str(PRMBENCH), "--eval-fraction", "0.25", "--output-dir", str(out),
-                 "--max-length", "256", "--batch-size", "4", "--max-steps", "4", "--progress", "false",
+                 "--max-length", "128", "--batch-size", "4", "--max-steps", "4", "--progress", "false",
                  "--plot", "false"]) == 0
     summary = json.loads((out / "results.json").read_text())
     for key in ("eval_first_error_f1", "eval_step_f1", "eval_step_f1_neg", "eval_prm_score"):
         assert 0.0 <= summary[key] <= 1.0
-    assert summary["eval_solutions_with_error"] + summary["eval_solutions_correct"] == summary["eval_examples"]
+    assert summary["eval_solutions_with_error"] + summary["eval_solutions_correct"] == summary["eval_solutions"]
     config = yaml.safe_load((out / "rewardsvc.yaml").read_text())
     stanza = config["scorers"]["prm"]
     assert stanza == {"type": "prm", "model": str(out), "format": "token_classification", "step_separator": "\n",
-                      "max_length": 256}
+                      "max_length": 128}
 
     rows = read_jsonl(PRMBENCH)[:3]
     examples = [ex for r in rows for ex in step_examples(r)]
     tok = AutoTokenizer.from_pretrained(out)
-    encoded = [encode_step_example(tok, ex, "\n", 256) for ex in examples]
-    keep = [i for i, e in enumerate(encoded) if e is not None and not e.dropped_steps]
-    assert keep, "the test data needs solutions that fit in 256 tokens"
-    expected = step_probabilities(load_prm(out).eval(), [encoded[i] for i in keep], tok.pad_token_id, "cpu", 4096)
-    items = [Item(id=str(i), prompt=examples[i].prompt, steps=examples[i].steps) for i in keep]
+    # Every solution, windowed where it passes 128 tokens, as the trainer evaluates it.
+    encoded = [e for k, ex in enumerate(examples) for e in encode_step_windows(tok, ex, "\n", 128, k)]
+    windows = step_probabilities(load_prm(out).eval(), encoded, tok.pad_token_id, "cpu", 4096)
+    expected, _ = solution_probabilities(windows, encoded, len(examples))
+    assert len(encoded) > len(examples), "the test data needs a solution longer than 128 tokens"
+    items = [Item(id=str(i), prompt=ex.prompt, steps=ex.steps) for i, ex in enumerate(examples)]
     # One item without `steps`: the server splits the response on the separator it was trained with.
-    items.append(Item(id="joined", prompt=examples[keep[0]].prompt, response="\n".join(examples[keep[0]].steps)))
+    items.append(Item(id="joined", prompt=examples[0].prompt, response="\n".join(examples[0].steps)))
     with ServerProcess(config) as srv, RewardClient(srv.address) as client:
         results = client.score("prm", items)
     assert all(r.error is None for r in results), [r.error for r in results]

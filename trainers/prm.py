@@ -2,9 +2,13 @@
 
 Each step is tokenised on its own, the separator ("\\n" by default) appended, and the step's label
 (1 = correct, 0 = wrong) put on the separator's last token, -100 elsewhere; 2 labels. The inputs
-come from rewardsvc/scorers/render.py `encode_steps_trl`, the function the `prm` scorer serves
-with. A training solution whose steps don't fit max_length keeps its leading steps; held-out
-solutions that don't fit are left out of the evaluation (and counted).
+come from rewardsvc/scorers/step_windows.py `encode_steps_windows`, the function the `prm` scorer
+serves with: a solution whose steps don't fit max_length is cut into step-preserving windows (the
+prompt's tail, the steps just before, the steps scored), for training and held-out evaluation alike,
+so every step of every solution is trained and evaluated as the server will read it.
+
+`holdout_categories` keeps whole PRMBench error categories out of training and reports the metrics
+on them separately (eval_ood_*): how the model does on kinds of error it never saw.
 
 Evaluation: step-level F1 (positive = correct step), F1 of the wrong steps, PRMBench's PRMScore
 (their mean), and ProcessBench's first-error F1: the prediction is the first step with
@@ -14,7 +18,7 @@ p(correct) < threshold (or -1 for none), F1 = 2·acc_err·acc_corr / (acc_err + 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,7 +34,7 @@ LABEL_NAMES = {0: "wrong", 1: "correct"}
 
 @dataclass
 class PRMConfig(TrainConfig):
-    max_length: int = option(512, "tokens per solution; steps that don't fit are dropped from the end")
+    max_length: int = option(512, "tokens per input; longer solutions are cut into step-preserving windows")
     step_separator: str = option("\n", "appended after each step; the label sits on its last token")
     error_weight: float = option(1.0, "loss weight of wrong-step labels (>1 counters the many correct steps)")
     wrong_after_first_error: bool = option(
@@ -39,50 +43,46 @@ class PRMConfig(TrainConfig):
     threshold: float = option(0.5, "a step with p(correct) below this counts as wrong in evaluation")
     eval_batch_tokens: int = option(16384, "token budget of one evaluation forward")
     scorer_name: str = option("prm", "name of the prm scorer in the written rewardsvc.yaml")
+    holdout_categories: str = option(
+        "", "comma-separated row `classification`s (PRMBench error categories) never trained on; their "
+        "rows are evaluated on their own as eval_ood_*")
 
 
 @dataclass
 class EncodedSteps:
+    """One model input (a whole solution or one window of it) with the labels of the steps it reads."""
+
     ids: list[int]
     positions: list[int]
     labels: list[bool]
-    dropped_steps: int = 0
+    solution: int = 0  # which solution of its set the input belongs to
+    steps: list[int] = field(default_factory=list)  # the indices of its steps in that solution
 
 
-def encode_step_example(tokenizer: Any, ex: StepExample, separator: str, max_length: int) -> EncodedSteps | None:
-    """The scorer's encoding of `ex`, keeping as many leading steps as fit (the whole prompt if it can).
-
-    None when not even one step fits.
-    """
-    from rewardsvc.scorers.render import InputTooLongError, encode_steps_trl
-
-    def attempt(n: int) -> Any:
-        try:
-            return encode_steps_trl(tokenizer, ex.prompt, ex.steps[:n], separator, max_length)
-        except InputTooLongError:
-            return None
+def encode_step_windows(tokenizer: Any, ex: StepExample, separator: str, max_length: int,
+                        solution: int = 0) -> list[EncodedSteps]:
+    """The scorer's inputs for `ex`: one, or its windows when it is too long; [] if it can't be encoded."""
+    from rewardsvc.scorers.step_windows import encode_steps_windows
 
     try:
-        full = attempt(len(ex.steps))
+        windows = encode_steps_windows(tokenizer, ex.prompt, ex.steps, separator, max_length)
     except ValueError as exc:  # e.g. a step that tokenises to nothing: the scorer would refuse it too
         log.debug("skipping a solution: %s", exc)
-        return None
-    if full is not None and full.truncated_tokens == 0:
-        return EncodedSteps(full.ids, full.positions, list(ex.labels))
-    # Largest n whose encoding keeps the whole prompt; failing that, the largest that fits at all.
-    for need_whole_prompt in (True, False):
-        lo, hi, best = 1, len(ex.steps), None
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            enc = attempt(mid)
-            if enc is not None and (enc.truncated_tokens == 0 or not need_whole_prompt):
-                best, lo = (mid, enc), mid + 1
-            else:
-                hi = mid - 1
-        if best is not None:
-            n, enc = best
-            return EncodedSteps(enc.ids, enc.positions, list(ex.labels[:n]), len(ex.steps) - n)
-    return None
+        return []
+    return [EncodedSteps(w.ids, w.positions, [ex.labels[k] for k in w.steps or []], solution, list(w.steps or []))
+            for w in windows]
+
+
+def solution_probabilities(window_probs: Sequence[Sequence[float]], inputs: Sequence[EncodedSteps],
+                           n_solutions: int) -> tuple[list[list[float]], list[list[bool]]]:
+    """Per solution, its steps' probabilities and labels in step order, put together from its inputs."""
+    probs: list[dict[int, float]] = [{} for _ in range(n_solutions)]
+    labels: list[dict[int, bool]] = [{} for _ in range(n_solutions)]
+    for p, e in zip(window_probs, inputs):
+        for k, x, y in zip(e.steps, p, e.labels):
+            probs[e.solution][k] = x
+            labels[e.solution][k] = y
+    return ([[d[k] for k in sorted(d)] for d in probs], [[d[k] for k in sorted(d)] for d in labels])
 
 
 def process_metrics(probs: Sequence[Sequence[float]], labels: Sequence[Sequence[bool]],
@@ -190,9 +190,11 @@ class PRMTask(Task):
         model.config.pad_token_id = self.tokenizer.pad_token_id
         return model
 
-    def _encode(self, rows: list[dict[str, Any]], name: str, train: bool = False) -> list[EncodedSteps]:
+    def _encode(self, rows: list[dict[str, Any]], name: str, train: bool = False) -> tuple[list[EncodedSteps], int]:
+        """(inputs, number of solutions) of `rows`."""
         cfg = self.config
-        out = []
+        out: list[EncodedSteps] = []
+        solutions = 0
         skipped: list[str] = []
         for i, r in enumerate(rows):
             try:
@@ -204,25 +206,32 @@ class PRMTask(Task):
                 if train and cfg.wrong_after_first_error and first_error(ex.labels) >= 0:
                     cut = first_error(ex.labels)
                     ex.labels = [i < cut for i in range(len(ex.labels))]
-                enc = encode_step_example(self.tokenizer, ex, cfg.step_separator, cfg.max_length)
-                if enc is not None:
-                    out.append(enc)
+                inputs = encode_step_windows(self.tokenizer, ex, cfg.step_separator, cfg.max_length, solutions)
+                if inputs:
+                    out += inputs
+                    solutions += 1
         if skipped:
             log.warning("%s: skipped %d of %d rows with inconsistent labels, e.g. %s", name, len(skipped), len(rows),
                         skipped[0])
-        return out
+        return out, solutions
 
     def prepare(self) -> None:
         # Split by problem so a solution's original and modified versions stay on one side.
         def group(r: dict[str, Any]) -> str:
             return str(r.get("idx") or r.get("original_question") or r.get("prompt") or id(r))
 
+        held = {c.strip() for c in self.config.holdout_categories.split(",") if c.strip()}
         train_rows, eval_rows = self.read_split(key=group)
-        self.train = self._encode(train_rows, "train", train=True)
-        # First-error evaluation is about whole solutions: those that don't fit are left out (counted).
-        encoded = self._encode(eval_rows, "eval")
-        self.eval = [e for e in encoded if not e.dropped_steps]
-        self.eval_too_long = len(encoded) - len(self.eval)
+        if held:
+            # Every row of a held-out category (the split's train side too) is evaluated, never trained.
+            ood_rows = [r for r in train_rows + eval_rows if r.get("classification") in held]
+            if not ood_rows:
+                raise ValueError(f"holdout_categories {sorted(held)}: no rows have those classifications")
+            train_rows = [r for r in train_rows if r.get("classification") not in held]
+            eval_rows = [r for r in eval_rows if r.get("classification") not in held]
+            self.ood, self.ood_solutions = self._encode(ood_rows, "ood")
+        self.train, _ = self._encode(train_rows, "train", train=True)
+        self.eval, self.eval_solutions = self._encode(eval_rows, "eval")
 
     def length(self, example: EncodedSteps) -> int:
         return len(example.ids)
@@ -252,16 +261,27 @@ class PRMTask(Task):
         return loss, {"accuracy": float(acc)}
 
     def evaluate(self, model: Any, device: str, autocast: Any) -> dict[str, float]:
+        metrics = self._metrics(model, device, autocast, self.eval, self.eval_solutions)
+        if getattr(self, "ood", None):
+            ood = self._metrics(model, device, autocast, self.ood, self.ood_solutions)
+            metrics.update({"eval_ood_" + k.removeprefix("eval_"): v for k, v in ood.items()})
+        return metrics
+
+    def _metrics(self, model: Any, device: str, autocast: Any, inputs: list[EncodedSteps],
+                 n_solutions: int) -> dict[str, float]:
         import math
+        from collections import Counter
 
         cfg = self.config
-        probs = step_probabilities(model, self.eval, self.tokenizer.pad_token_id, device, cfg.eval_batch_tokens,
-                                   autocast)
-        labels = [e.labels for e in self.eval]
+        window_probs = step_probabilities(model, inputs, self.tokenizer.pad_token_id, device, cfg.eval_batch_tokens,
+                                          autocast)
+        probs, labels = solution_probabilities(window_probs, inputs, n_solutions)
         metrics = process_metrics(probs, labels, cfg.threshold)
         nll = [-math.log(max(p if y else 1 - p, 1e-12)) for ps, ys in zip(probs, labels) for p, y in zip(ps, ys)]
         metrics["eval_loss"] = sum(nll) / max(1, len(nll))
-        metrics["eval_solutions_too_long"] = self.eval_too_long
+        metrics["eval_solutions"] = n_solutions
+        per_solution = Counter(e.solution for e in inputs)
+        metrics["eval_windowed_solutions"] = sum(1 for n in per_solution.values() if n > 1)
         return metrics
 
     def serving_config(self, model_dir: Path, metrics: dict[str, float]) -> dict[str, Any]:
