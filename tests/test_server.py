@@ -83,7 +83,8 @@ def test_stream_answers_each_request_with_its_id_fast_ones_first(math_server) ->
 
 def test_metadata_reports_queue_time_when_items_wait_for_a_worker(math_server) -> None:
     """The math server has 2 workers: of 4 slow checks in one request, two wait for the first two."""
-    items = [messages.item_to_pb(Item(id=str(i), response=SLOW, reference="1")) for i in range(4)]
+    # Four references, so four checks: identical items would be one check (server.dedupe).
+    items = [messages.item_to_pb(Item(id=str(i), response=SLOW, reference=str(i + 1))) for i in range(4)]
     with grpc.insecure_channel(math_server.address) as ch:
         response = pb_grpc.RewardServiceStub(ch).Score(pb.ScoreRequest(scorer="math", items=items), timeout=120)
     meta = response.metadata

@@ -9,13 +9,14 @@ import asyncio
 import dataclasses
 import functools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Literal
 
 from rewardsvc.batching import DynamicBatcher
 from rewardsvc.errors import ConfigError
-from rewardsvc.scorers.base import Scorer, option
+from rewardsvc.scorers.base import Scorer, content_key, option
 from rewardsvc.scorers.batched import make_batcher
+from rewardsvc.types import Item
 
 
 @dataclasses.dataclass
@@ -45,6 +46,10 @@ class PoolingScorer(Scorer):
         # HF fast tokenizers are not safe to call from several threads at once ("Already borrowed").
         self._tokenizer_lock = threading.Lock()
         self.max_length: int = config.max_length
+
+    def dedupe_key(self, item: Item, options: Any) -> Hashable | None:
+        # One forward of the rendered input decides the result.
+        return content_key(item)
 
     async def load_backend(self, task: str, check: Callable[[Any], None] | None = None) -> None:
         """Load the model off the event loop; `check(backend)` may raise ValueError (e.g. a token

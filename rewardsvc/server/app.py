@@ -23,6 +23,7 @@ from rewardsvc.server.auth import BearerTokenInterceptor, load_token
 from rewardsvc.server.prometheus import Metrics
 from rewardsvc.service import ScoringService, ServingCore
 from rewardsvc.types import ErrorCode, Result
+from rewardsvc.server.reward_health import health_to_pb, reward_health
 from rewardsvc.v1 import reward_pb2 as pb
 from rewardsvc.v1 import reward_pb2_grpc as pb_grpc
 
@@ -92,10 +93,17 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
             log.info("score %s", " ".join(f"{k}={v}" for k, v in fields.items() if k != "responses"), extra=fields)
         return pb.ScoreResponse(
             request_id=request.request_id,
+        # Reward health (server/reward_health.py): in the response, and counted for /metrics.
+        if self.metrics is not None:
+            health = self.metrics.observe_health(label, items, results)
+        else:
+            health = reward_health(items, results)
             scorer=request.scorer,
             results=[messages.result_to_pb(r) for r in results],
             metadata=pb.ScoreMetadata(
-                items=len(results), queue_time_ns=timing.queue_time_ns, compute_time_ns=timing.compute_time_ns
+                items=len(results), queue_time_ns=timing.queue_time_ns, compute_time_ns=timing.compute_time_ns,
+                deduplicated_items=timing.deduplicated_items, cache_hits=timing.cache_hits,
+                health=health_to_pb(health),
             ),
         )
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from rewardsvc.server.reward_health import MAX_VERDICTS, HealthWindows, RewardHealth, reward_health
+from rewardsvc.types import Item, Result
 
 if TYPE_CHECKING:
     from rewardsvc.service import ScoringService
 
+# Scores live on different scales (0/1 verifiers, probabilities, [-1, 1] judges, raw RM logits).
+SCORE_BUCKETS = (-10, -5, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 1, 2, 5, 10)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 180, 600)
 
 
@@ -29,6 +35,38 @@ class Metrics:
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.registry.register(_ScorerGauges(service))
         self._http = None
+        # Reward health (server/reward_health.py): counters here, recent-window gauges at scrape time.
+        self.health_windows = HealthWindows()
+        self.reward_scores = Histogram("rewardsvc_reward_score", "Scores of scored items, by scorer", ["scorer"],
+                                       buckets=SCORE_BUCKETS, registry=self.registry)
+        self.reward_groups = Counter("rewardsvc_reward_groups", "Groups (group_id) with at least two scored items",
+                                     ["scorer"], registry=self.registry)
+        self.flat_groups = Counter("rewardsvc_reward_flat_groups", "Groups whose rewards were all equal (no GRPO "
+                                   "learning signal)", ["scorer"], registry=self.registry)
+        self.all_zero_groups = Counter("rewardsvc_reward_all_zero_groups", "Groups whose rewards were all zero",
+                                       ["scorer"], registry=self.registry)
+        self.verdicts = Counter("rewardsvc_reward_verdicts", "Scored items by details.verdict", ["scorer", "verdict"],
+                                registry=self.registry)
+        self._verdict_labels: dict[str, set[str]] = {}
+        self.registry.register(_HealthAndWork(service, self.health_windows))
+
+    def observe_health(self, scorer: str, items: Sequence[Item], results: Sequence[Result]) -> RewardHealth:
+        """Count one response's reward health under `scorer` (a hosted name) and return it."""
+        health = reward_health(items, results)
+        for r in results:
+            if r.error is None and math.isfinite(r.score):
+                self.reward_scores.labels(scorer).observe(r.score)
+        self.reward_groups.labels(scorer).inc(health.groups)
+        self.flat_groups.labels(scorer).inc(health.flat_groups)
+        self.all_zero_groups.labels(scorer).inc(health.all_zero_groups)
+        seen = self._verdict_labels.setdefault(scorer, set())
+        for verdict, n in health.verdicts.items():
+            if verdict not in seen and len(seen) >= MAX_VERDICTS:
+                verdict = "other"
+            seen.add(verdict)
+            self.verdicts.labels(scorer, verdict).inc(n)
+        self.health_windows.add(scorer, items, results)
+        return health
 
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP endpoint; returns the bound port."""
@@ -65,3 +103,42 @@ class _ScorerGauges(Collector):
                                                                  labels=["scorer"]))
                 fam.add_metric([name], float(value))
         yield from families.values()
+
+
+class _HealthAndWork(Collector):
+    """Recent-window reward-health gauges and the dedupe / result-cache counters, read at scrape time."""
+
+    GAUGES = {
+        "flat_group_fraction": "Share of the last 1000 groups whose rewards were all equal",
+        "all_zero_group_fraction": "Share of the last 1000 groups whose rewards were all zero",
+        "item_error_fraction": "Share of the last 4096 items answered with an error",
+        "length_correlation": "Pearson correlation of score with response length over the last 4096 scored items",
+    }
+
+    def __init__(self, service: "ScoringService", windows: HealthWindows) -> None:
+        self.service = service
+        self.windows = windows
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        gauges = {k: GaugeMetricFamily(f"rewardsvc_reward_{k}", doc, labels=["scorer"]) for k, doc in self.GAUGES.items()}
+        for name in list(self.windows.groups.keys() | self.windows.items.keys()):
+            for key, value in self.windows.gauges(name).items():
+                gauges[key].add_metric([name], value)
+        yield from gauges.values()
+        work = getattr(self.service, "work", {})
+        counters = {
+            "deduplicated": CounterMetricFamily("rewardsvc_deduplicated_items", "Items answered with a copy of an "
+                                                "identical item's result in the same request", labels=["scorer"]),
+            "cache_hits": CounterMetricFamily("rewardsvc_result_cache_hits", "Items answered from the result cache",
+                                              labels=["scorer"]),
+            "cache_misses": CounterMetricFamily("rewardsvc_result_cache_misses", "Cacheable items the result cache "
+                                                "did not have", labels=["scorer"]),
+        }
+        for name, stats in list(work.items()):
+            for attr, fam in counters.items():
+                fam.add_metric([name], float(getattr(stats, attr)))
+        yield from counters.values()
+        cache = getattr(self.service, "result_cache", None)
+        entries = GaugeMetricFamily("rewardsvc_result_cache_entries", "Results held in the result cache")
+        entries.add_metric([], float(len(cache)) if cache is not None else 0.0)
+        yield entries
