@@ -139,3 +139,15 @@ def test_scorers_command_shows_what_each_id_resolved_to(offline_cache: tuple[Pat
     assert "the cache has no copy" in infos["missing"]["models"]["model"]["error"]
     text = subprocess.run(cmd[:-1], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True).stdout
     assert f"revision {H.TAG}" in text
+
+
+def test_gpu_deploy_example_is_a_valid_config() -> None:
+    """deploy/configs/gpu-hub-models.yaml (Hub ids, vLLM, a judge by URL) passes the strict config checks."""
+    from rewardsvc.model_refs import split_hub_ref
+
+    path = REPO / "deploy" / "configs" / "gpu-hub-models.yaml"
+    config = parse_config(yaml.safe_load(path.read_text()), str(path))
+    by_name = {s.name: s.config for s in config.scorers}
+    assert split_hub_ref(by_name["rm"].model) and by_name["rm"].backend == "vllm"
+    assert by_name["prm"].format == "step_token" and by_name["prm"].trust_remote_code
+    assert by_name["judge"].backend == "openai" and by_name["judge"].openai.base_url.startswith("http")
