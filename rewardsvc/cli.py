@@ -49,6 +49,8 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_scorers(args: argparse.Namespace) -> int:
+    from rewardsvc.model_refs import describe_line
+
     if args.address:
         from rewardsvc.client import RewardClient
         from rewardsvc.commands.connection import client_kwargs
@@ -56,14 +58,20 @@ def cmd_scorers(args: argparse.Namespace) -> int:
         with RewardClient(args.address, **client_kwargs(args)) as client:
             infos = client.list_scorers()
     else:
+        from rewardsvc.model_refs import describe_models
         from rewardsvc.registry import scorer_infos
 
-        infos = scorer_infos(load_config(args.config).scorers)
+        config = load_config(args.config)
+        infos = scorer_infos(config.scorers)
+        for info, spec in zip(infos, config.scorers):
+            info["models"] = describe_models(spec.config)  # what each model reference resolves to
     if args.json:
         print(json.dumps(infos, indent=2))
         return 0
     for s in infos:
         print(f"{s['name']}  ({s['kind']})  {s['description']}")
+        for field, resolved in s.get("models", {}).items():
+            print(f"    {field}: {describe_line(resolved)}")
         for o in s["options"]:
             print(f"    {o['name']}: {o['type']} = {o['default']}  {o['description']}")
     return 0
