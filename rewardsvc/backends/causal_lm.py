@@ -63,6 +63,8 @@ class GenerateRequest:
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     seed: int | None = None
+    #: Samples of this context (`sample()`); they share one pass over the context.
+    n: int = 1
 
 
 class CausalLMBackend(Protocol):
@@ -75,6 +77,8 @@ class CausalLMBackend(Protocol):
                  share_prefixes: bool = True) -> list[LogprobResult]: ...
 
     def generate(self, requests: Sequence[GenerateRequest]) -> list[list[int]]: ...
+
+    def sample(self, requests: Sequence[GenerateRequest]) -> list[list[list[int]]]: ...
 
 
 @dataclass
@@ -283,6 +287,60 @@ class TransformersCausalLM:
         stops = self._stop_ids()
         result = []
         for row in new:
+            cut = next((j for j, t in enumerate(row) if t in stops), len(row))
+            result.append(row[:cut])
+        return result
+
+    def sample(self, requests: Sequence[GenerateRequest]) -> list[list[list[int]]]:
+        """`r.n` samples per request (new token ids up to EOS, which is not included). The context
+        runs once: its KV cache is copied to the n rows, which then decode as one batch. Requests
+        with the same settings share a left-padded batch; sampling is seeded per batch."""
+        if not requests:
+            return []
+        out: list[list[list[int]] | None] = [None] * len(requests)
+        by_params: dict[tuple[Any, ...], list[int]] = {}
+        for i, r in enumerate(requests):
+            if not r.context:
+                raise ValueError("a generation request needs at least one context token")
+            if r.n < 1:
+                raise ValueError(f"a generation request needs n >= 1 samples, got {r.n}")
+            by_params.setdefault((r.max_new_tokens, r.temperature, r.top_p, r.seed, r.n), []).append(i)
+        with self._lock, self._torch.inference_mode():
+            for (max_new, temperature, top_p, seed, n), idx in by_params.items():
+                contexts = [list(requests[i].context) for i in idx]
+                if temperature <= 0 or n == 1:  # greedy samples are all the same: decode once
+                    rows = self._generate(contexts, max_new, temperature, top_p, seed)
+                    for i, toks in zip(idx, rows):
+                        out[i] = [list(toks) for _ in range(n)]
+                    continue
+                rows = self._sample_shared(contexts, n, max_new, temperature, top_p, seed)
+                for k, i in enumerate(idx):
+                    out[i] = rows[k * n:(k + 1) * n]
+        return [o or [] for o in out]
+
+    def _sample_shared(self, contexts: list[list[int]], n: int, max_new: int, temperature: float, top_p: float,
+                       seed: int | None) -> list[list[int]]:
+        """n sampled rows per context (context-major), the contexts' KV cache computed once."""
+        torch = self._torch
+        ids, mask, pos, _ = self._pad(contexts, "left", start=[0] * len(contexts))
+        cache = None
+        if ids.shape[1] > 1:
+            # All but the last token: generate() needs at least one uncached token to start from.
+            self.stats.forward_tokens += int(mask[:, :-1].sum())
+            self.stats.padded_tokens += mask[:, :-1].numel()
+            cache = self._base(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
+                               use_cache=True).past_key_values
+            cache.batch_repeat_interleave(n)
+            self.stats.shared_prefix_tokens_saved += int(mask[:, :-1].sum()) * (n - 1)
+        rep_ids, rep_mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+        if seed is not None:
+            torch.manual_seed(seed)
+        gen = self.model.generate(input_ids=rep_ids, attention_mask=rep_mask, past_key_values=cache,
+                                  max_new_tokens=max_new, pad_token_id=self.pad_id, do_sample=True,
+                                  temperature=temperature, top_p=top_p, top_k=0)
+        stops = self._stop_ids()
+        result = []
+        for row in gen[:, ids.shape[1]:].tolist():
             cut = next((j for j, t in enumerate(row) if t in stops), len(row))
             result.append(row[:cut])
         return result

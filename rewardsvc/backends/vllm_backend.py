@@ -111,6 +111,32 @@ class VLLMCausalLM:
             result.append(toks)
         return result
 
+    def sample(self, requests: Sequence[GenerateRequest]) -> list[list[list[int]]]:
+        """`r.n` samples per request from one vLLM request (`SamplingParams.n`): the engine runs the
+        prompt once and its prefix cache serves the n sequences."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        prompts = [TokensPrompt(prompt_token_ids=list(r.context)) for r in requests]
+        params = [
+            SamplingParams(n=r.n, max_tokens=r.max_new_tokens, temperature=r.temperature,
+                           top_p=r.top_p if r.temperature > 0 else 1.0, seed=r.seed)
+            for r in requests
+        ]
+        with self._lock:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        eos = self.tokenizer.eos_token_id
+        result = []
+        for out in outputs:
+            samples = []
+            for completion in out.outputs:
+                toks = list(completion.token_ids)
+                if eos is not None and eos in toks:
+                    toks = toks[: toks.index(eos)]
+                samples.append(toks)
+            result.append(samples)
+        return result
+
     def close(self) -> None:
         self.llm = None
 
