@@ -25,6 +25,7 @@ SCORERS: dict[str, str] = {
     "implicit_prm": "rewardsvc.scorers.implicit_prm:ImplicitPRMScorer",
     "confidence": "rewardsvc.scorers.confidence:ConfidenceScorer",
     "judge": "rewardsvc.scorers.judge:JudgeScorer",
+    "generative": "rewardsvc.scorers.generative:GenerativeScorer",
     "composite": "rewardsvc.scorers.composite:CompositeScorer",
 }
 
