@@ -14,6 +14,7 @@ import select
 import sys
 import time
 
+from apps_compare import apps_match
 from remote import _signame
 from program import Recorder, _clip
 from frames import write_all
@@ -189,7 +190,7 @@ class CaseRunner:
             return result
         got = out.decode("utf-8", "replace")
         want = str(case.get("output", ""))
-        if got.split() == want.split():
+        if apps_match(got, want) if self.p.get("compare") == "apps" else got.split() == want.split():
             result.update(passed=True, error=None)
         else:
             result.update(passed=False, error=_clip(f"wrong answer: expected {_clip(want.strip(), 200)!r}, "
