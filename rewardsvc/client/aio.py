@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rewardsvc import messages
+from rewardsvc.client.chunks import pack, refused_size, too_big_message, units
 from rewardsvc.types import Item, Result, item_from_dict
 from rewardsvc.v1 import reward_pb2 as pb
 from rewardsvc.v1 import reward_pb2_grpc as pb_grpc
@@ -22,6 +23,11 @@ ItemLike = Item | dict[str, Any]
 # Scoring is read-only, so a call that never reached a scorer or was refused for load can be
 # re-sent; DEADLINE_EXCEEDED is not retried (the caller's time is spent) nor are caller errors.
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+# gRPC's reconnect backoff grows to 120 s by default: a server back after 10 s could go unnoticed
+# for a minute. Capped at 1 s, a server that returns inside the connect wait is found at once.
+RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
+                     ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
 class RewardServiceCallError(RuntimeError):
@@ -43,6 +49,14 @@ def as_item(x: ItemLike, index: int) -> Item:
     if "id" not in x:
         item.id = str(index)
     return item
+
+
+def _refused_for_size(details: str) -> bool:
+    return refused_size(details) is not None or too_big_message(details)
+
+
+def _describe(address: str | Sequence[str]) -> str:
+    return address if isinstance(address, str) else ", ".join(address)
 
 
 def channel_target(address: str | Sequence[str]) -> tuple[str, list[tuple[str, Any]]]:
@@ -102,8 +116,15 @@ def tls_credentials(ca_file: str | None, cert_file: str | None = None,
 class AsyncRewardClient:
     """Score items on a rewardsvc server from asyncio code.
 
-    Large batches are split into `chunk_size` chunks sent concurrently (at most `max_in_flight`
-    at once); UNAVAILABLE and RESOURCE_EXHAUSTED are retried with jittered exponential backoff.
+    Large batches are split into chunks of about `chunk_size` items sent concurrently (at most
+    `max_in_flight` at once); items sharing a `group_id` always travel in one request. A chunk the
+    server refuses for its size (max_items_per_request, max_message_bytes) is split and re-sent.
+    RESOURCE_EXHAUSTED for load is retried `retries` times with jittered exponential backoff.
+
+    Failure as a training loop needs it: a call that finds no server waits at most
+    `connect_timeout_s` for one (a server restarted inside that window is used as if nothing
+    happened), then fails with UNAVAILABLE naming the address; UNAVAILABLE answers and connections
+    lost mid-call are re-sent within the same window (`retries=0` turns re-sending off).
     """
 
     def __init__(
@@ -111,6 +132,7 @@ class AsyncRewardClient:
         address: str | Sequence[str] = "127.0.0.1:50051",
         *,
         timeout_s: float | None = 600.0,
+        connect_timeout_s: float = 20.0,
         chunk_size: int = 256,
         max_in_flight: int = 8,
         retries: int = 5,
@@ -124,8 +146,15 @@ class AsyncRewardClient:
         metadata: Sequence[tuple[str, str]] = (),
     ) -> None:
         """`token`: bearer token the server requires. TLS: `tls_ca_file` (the server's CA; PEM),
-        plus `tls_cert_file`/`tls_key_file` for mutual TLS. `credentials` overrides all three."""
+        plus `tls_cert_file`/`tls_key_file` for mutual TLS. `credentials` overrides all three.
+        `timeout_s`: deadline of a whole call; `connect_timeout_s`: the longest a call waits for a
+        server it can't reach."""
+        if connect_timeout_s <= 0:
+            raise ValueError(f"connect_timeout_s must be > 0, got {connect_timeout_s}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         target, options = channel_target(address)
+        options += RECONNECT_OPTIONS
         if credentials is None and (tls_ca_file or tls_cert_file):
             credentials = tls_credentials(tls_ca_file, tls_cert_file, tls_key_file)
         options += [
@@ -139,6 +168,8 @@ class AsyncRewardClient:
         self._stub = pb_grpc.RewardServiceStub(self._channel)
         self.address = address
         self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self._server_max_items: int | None = None
         self.chunk_size = chunk_size
         self.max_in_flight = max_in_flight
         self.retries = retries
@@ -154,23 +185,59 @@ class AsyncRewardClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _unavailable(self, why: str) -> RewardServiceCallError:
+        return RewardServiceCallError(
+            grpc.StatusCode.UNAVAILABLE,
+            f"no reward server reachable at {_describe(self.address)} within connect_timeout_s="
+            f"{self.connect_timeout_s:g}s ({why}): is it running, and is the address right?")
+
+    async def _connected(self, give_up_at: float) -> None:
+        """Return once the channel is READY; UNAVAILABLE naming the address at `give_up_at`."""
+        loop = asyncio.get_running_loop()
+        state = self._channel.get_state(try_to_connect=True)
+        while state != grpc.ChannelConnectivity.READY:
+            left = give_up_at - loop.time()
+            if left <= 0:
+                raise self._unavailable(f"connection {state.name.lower()}")
+            try:
+                await asyncio.wait_for(self._channel.wait_for_state_change(state), left)
+            except asyncio.TimeoutError:
+                pass
+            state = self._channel.get_state(try_to_connect=True)
+
     async def _call(self, request: pb.ScoreRequest, timeout_s: float | None) -> pb.ScoreResponse:
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
+        down_since: float | None = None  # when this call first found no server to score it
         attempt = 0
         while True:
+            if self._channel.get_state(try_to_connect=True) != grpc.ChannelConnectivity.READY:
+                down_since = loop.time() if down_since is None else down_since
+                give_up_at = down_since + self.connect_timeout_s
+                if deadline is not None and deadline < give_up_at:
+                    try:
+                        await self._connected(deadline)
+                    except RewardServiceCallError:
+                        raise RewardServiceCallError(
+                            grpc.StatusCode.DEADLINE_EXCEEDED,
+                            f"the call's deadline passed while waiting for a server at {_describe(self.address)}",
+                        ) from None
+                else:
+                    await self._connected(give_up_at)
             remaining = None if deadline is None else max(0.001, deadline - loop.time())
             try:
-                return await self._stub.Score(
-                    request, timeout=remaining, metadata=self.metadata or None, wait_for_ready=attempt > 0
-                )
+                return await self._stub.Score(request, timeout=remaining, metadata=self.metadata or None)
             except grpc.aio.AioRpcError as exc:
-                code = exc.code()
-                if code not in RETRYABLE or attempt >= self.retries:
-                    raise RewardServiceCallError(code, exc.details() or "") from None
-                delay = self.backoff_s * (2**attempt) * random.uniform(0.5, 1.5)
+                code, details = exc.code(), exc.details() or ""
+                if code == grpc.StatusCode.UNAVAILABLE and self.retries > 0:
+                    down_since = loop.time() if down_since is None else down_since
+                    if loop.time() - down_since >= self.connect_timeout_s:
+                        raise self._unavailable(f"last answer: {details}") from None
+                elif code not in RETRYABLE or attempt >= self.retries or _refused_for_size(details):
+                    raise RewardServiceCallError(code, details) from None
+                delay = self.backoff_s * (2 ** min(attempt, 6)) * random.uniform(0.5, 1.5)
                 if deadline is not None and loop.time() + delay >= deadline:
-                    raise RewardServiceCallError(code, exc.details() or "") from None
+                    raise RewardServiceCallError(code, details) from None
                 attempt += 1
                 await asyncio.sleep(delay)
 
@@ -187,28 +254,59 @@ class AsyncRewardClient:
         if not typed:
             return []
         struct = messages.options_to_struct(options)
-        chunks = [typed[i : i + self.chunk_size] for i in range(0, len(typed), self.chunk_size)]
         gate = asyncio.Semaphore(self.max_in_flight)
         timeout = self.timeout_s if timeout_s is None else timeout_s
+        results: list[Result | None] = [None] * len(typed)
 
-        async def one(chunk: list[Item]) -> list[Result]:
+        async def send(chunk: list[int]) -> None:
             async with gate:
                 request = pb.ScoreRequest(
                     request_id=uuid.uuid4().hex,
                     scorer=scorer,
-                    items=[messages.item_to_pb(it) for it in chunk],
+                    items=[messages.item_to_pb(typed[i]) for i in chunk],
                     options=struct,
                 )
-                response = await self._call(request, timeout)
+                try:
+                    response = await self._call(request, timeout)
+                except RewardServiceCallError as exc:
+                    smaller = self._split(exc, typed, chunk)
+                    if smaller is None:
+                        raise
+                    response = None
+            if response is None:
+                await asyncio.gather(*(send(c) for c in smaller))
+                return
             if len(response.results) != len(chunk):
                 raise RewardServiceCallError(
                     grpc.StatusCode.INTERNAL,
                     f"server returned {len(response.results)} results for {len(chunk)} items",
                 )
-            return [messages.result_from_pb(r) for r in response.results]
+            for i, r in zip(chunk, response.results):
+                results[i] = messages.result_from_pb(r)
 
-        parts = await asyncio.gather(*(one(c) for c in chunks))
-        return [r for part in parts for r in part]
+        limit = min(self.chunk_size, self._server_max_items or self.chunk_size)
+        await asyncio.gather(*(send(c) for c in pack(units(typed), limit)))
+        return [r for r in results if r is not None]
+
+    def _split(self, exc: RewardServiceCallError, typed: list[Item], chunk: list[int]) -> list[list[int]] | None:
+        """Smaller chunks for a chunk the server refused for its size, whole groups each; None when
+        the refusal is about something else. A group alone over the limit can't be sent at all."""
+        limit = refused_size(exc.details) if exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+        if limit is not None:
+            self._server_max_items = limit  # later calls chunk to fit from the start
+        elif not (exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED and too_big_message(exc.details)):
+            return None
+        parts = [[chunk[j] for j in unit] for unit in units([typed[i] for i in chunk])]
+        if len(parts) == 1:
+            item = typed[chunk[0]]
+            if item.group_id is None:
+                raise RewardServiceCallError(exc.code, f"item {item.id!r} alone is too big for the server: "
+                                             f"{exc.details}") from None
+            raise RewardServiceCallError(exc.code, f"group {item.group_id!r} has {len(chunk)} items and the server "
+                                         f"refused it ({exc.details}); a group is never split across requests: "
+                                         "raise the server's limit or send smaller groups") from None
+        size = limit if limit is not None else max(1, len(chunk) // 2)
+        return pack(parts, size)
 
     async def list_scorers(self, timeout_s: float = 30.0) -> list[dict[str, Any]]:
         try:
