@@ -19,6 +19,10 @@ def _load(args: argparse.Namespace) -> Config:
         config.server.host = args.host
     if getattr(args, "port", None) is not None:
         config.server.port = args.port
+    for name in ("metrics_port", "http_port"):  # serve --metrics-port / --http-port; "off" disables
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(config.server, name, None if value == "off" else int(value))
     return config
 
 
@@ -85,6 +89,12 @@ def plugin_commands() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group="rewardsvc.commands")}
 
 
+def _port_or_off(value: str) -> str:
+    if value == "off" or (value.isdigit() and int(value) < 65536):
+        return value
+    raise argparse.ArgumentTypeError(f"expected a port number (0 = any free port) or 'off', got {value!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rewardsvc.commands.connection import add_connection_args
     from rewardsvc.commands.health import add_arguments as health_arguments
@@ -98,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="YAML config (default: the built-in default config)")
     s.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (default from config: 50051; 0 = any free port)")
+    s.add_argument("--metrics-port", type=_port_or_off, help="Prometheus /metrics port (default from config: "
+                   "9464; 0 = any free port, off = none): two servers on one host need different ones")
+    s.add_argument("--http-port", type=_port_or_off, help="also serve HTTP/JSON on this port (/v1/score, OpenRLHF and "
+                   "slime remote rewards; default from config: off; 0 = any free port)")
     s.add_argument("--ray", action="store_true",
                    help="deploy on Ray Serve as laid out by the config's `ray:` section (needs rewardsvc[ray])")
     s.add_argument("--ray-address", help="Ray cluster to join with --ray: auto, ray://host:10001 (default: config, "

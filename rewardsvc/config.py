@@ -59,6 +59,10 @@ class ServerConfig:
     metrics_port: int | None = field(
         default=9464, metadata={"help": "Prometheus /metrics port on `host` (0 = any free port, null = off)"}
     )
+    http_port: int | None = field(
+        default=None, metadata={"help": "HTTP/JSON port on `host` beside gRPC: /v1/score, OpenRLHF and slime "
+                                        "remote rewards (0 = any free port, null = off)"}
+    )
     log_format: str = field(default="text", metadata={"help": "text or json (structured, one object a line)"})
     log_items: bool = field(default=False, metadata={"help": "log item text (off: prompts may be private)"})
 

@@ -7,6 +7,8 @@ grpc or torch.
 from __future__ import annotations
 
 import enum
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -111,20 +113,67 @@ def messages_of(text: Text, role: str) -> list[Message]:
     return list(text)
 
 
+# End-of-turn markers left on a response decoded with its special tokens (OpenRLHF's `query`,
+# AReaL's completion): not part of what the model said.
+_SPECIAL_TAIL = re.compile(r"(?:\s*(?:<\|[A-Za-z0-9_]{1,40}\|>|</s>|<eos>|<end_of_turn>|<\uff5cend\u2581of\u2581sentence\uff5c>))+\s*$")
+
+
+def strip_special_tail(text: str) -> str:
+    """`text` without trailing end-of-turn tokens (<|im_end|>, <|endoftext|>, <|eot_id|>, </s>, ...)."""
+    return _SPECIAL_TAIL.sub("", text)
+
+
+def content_text(content: Any, where: str = "content") -> str:
+    """The text of a chat message's `content` as trainers send it: a string; None (a message that
+    is only a tool call) as ""; a list of content blocks (OpenAI / Hugging Face multimodal form) as
+    its text blocks joined by newlines, other blocks (images, audio) left out."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, dict) and isinstance(block.get("text"), str) and block.get("type", "text") == "text":
+                parts.append(block["text"])
+            elif not isinstance(block, dict):
+                raise ValueError(f"{where}: a content block must be a string or an object, got {type(block).__name__}")
+        return "\n".join(parts)
+    raise ValueError(f"{where} must be a string, null or a list of content blocks, got {type(content).__name__}")
+
+
+def message_from_json(m: Any, where: str = "message") -> Message:
+    """One chat message from its JSON form. Besides `role` and `content` (see content_text), an
+    assistant's `tool_calls` are written after its content, one `<tool_call>{"name": ..., "arguments":
+    ...}</tool_call>` line each, so every scorer sees the actions taken; `reasoning_content` /
+    `thinking` and other keys (name, tool_call_id) are not part of the scored text."""
+    if isinstance(m, Message):
+        return m
+    if not isinstance(m, dict):
+        raise ValueError(f"{where} must be an object with 'role' and 'content', got {type(m).__name__}")
+    text = content_text(m.get("content"), f"{where}.content")
+    calls = m.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise ValueError(f"{where}.tool_calls must be a list")
+    lines = [text] if text else []
+    for call in calls:
+        fn = call.get("function", call) if isinstance(call, dict) else None
+        if not isinstance(fn, dict):
+            raise ValueError(f"{where}.tool_calls entries must be objects")
+        body = json.dumps({"name": fn.get("name"), "arguments": fn.get("arguments")}, ensure_ascii=False, default=str)
+        lines.append(f"<tool_call>{body}</tool_call>")
+    return Message(str(m.get("role") or "user"), "\n".join(lines))
+
+
 def _text_from_json(value: Any, field_name: str) -> Text:
     if value is None:
         return ""
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        out = []
-        for i, m in enumerate(value):
-            if not isinstance(m, dict) or not isinstance(m.get("content"), str):
-                raise ValueError(
-                    f"{field_name}[{i}] must be an object with string 'role' and 'content'"
-                )
-            out.append(Message(str(m.get("role", "user")), m["content"]))
-        return out
+        return [message_from_json(m, f"{field_name}[{i}]") for i, m in enumerate(value)]
     raise ValueError(f"{field_name} must be a string or a list of chat messages, got {type(value).__name__}")
 
 

@@ -20,6 +20,8 @@ from rewardsvc import messages
 from rewardsvc.config import Config, ServerConfig
 from rewardsvc.errors import ConfigError, RewardServiceError
 from rewardsvc.server.auth import BearerTokenInterceptor, load_token
+from rewardsvc.server.http import HttpEndpoint
+from rewardsvc.server.http import ssl_context as http_ssl_context
 from rewardsvc.server.prometheus import Metrics
 from rewardsvc.service import ScoringService, ServingCore
 from rewardsvc.types import ErrorCode, Result
@@ -234,6 +236,8 @@ class RewardServer:
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
         self.metrics_port: int | None = None
+        self.http: HttpEndpoint | None = None  # the opt-in HTTP/JSON port (server/http.py)
+        self.http_port: int | None = None
         self._server: grpc.aio.Server | None = None
 
     @property
@@ -279,6 +283,9 @@ class RewardServer:
             except OSError as exc:
                 raise OSError(f"cannot bind the metrics port {cfg.host}:{cfg.metrics_port} ({exc}); "
                               "set server.metrics_port to another port, 0 for any, or null to disable") from None
+        if cfg.http_port is not None:
+            self.http = HttpEndpoint(self.service, cfg, token, lambda: self.servicer.ready, self.metrics)
+            self.http_port = await self.http.start(cfg.host, cfg.http_port, http_ssl_context(cfg), cfg.shutdown_grace_s)
         # One health name per scorer too (messages.health_service), so a probe or `rewardsvc health
         # --scorer` can wait for the scorer it needs; all flip to SERVING when scoring is possible.
         names = ["", SERVICE_NAME] + [messages.health_service(s.name) for s in self.config.scorers]
@@ -294,8 +301,11 @@ class RewardServer:
         """Health NOT_SERVING, refuse new calls, let in-flight calls finish within the grace."""
         grace = self.config.server.shutdown_grace_s if grace_s is None else grace_s
         await self.health.enter_graceful_shutdown()
+        http_drained = asyncio.create_task(self.http.stop()) if self.http is not None else None
         if self._server is not None:
             await self._server.stop(grace)
+        if http_drained is not None:
+            await http_drained
         await self.service.close()
         self.metrics.stop()
 
@@ -315,6 +325,8 @@ async def serve(config: Config, ready_message: bool = True) -> None:
     await server.start()
     names = ", ".join(server.service.scorers) or "none"
     metrics = f"; metrics: http://{config.server.host}:{server.metrics_port}/metrics" if server.metrics_port else ""
+    if server.http_port is not None:
+        metrics += f"; http: http://{config.server.host}:{server.http_port}"
     if ready_message:
         first = next(iter(server.service.scorers), "math")
         print(

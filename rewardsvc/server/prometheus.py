@@ -50,6 +50,14 @@ class Metrics:
         self._verdict_labels: dict[str, set[str]] = {}
         self.registry.register(_HealthAndWork(service, self.health_windows))
 
+    def record(self, scorer: str, code: str, items: int, seconds: float, item_errors: dict[str, int]) -> None:
+        """One answered Score request (either transport): `code` is the gRPC status name."""
+        self.requests.labels(scorer, code).inc()
+        self.items.labels(scorer).inc(items)
+        self.latency.labels(scorer).observe(seconds)
+        for ecode, n in item_errors.items():
+            self.item_errors.labels(scorer, ecode).inc(n)
+
     def observe_health(self, scorer: str, items: Sequence[Item], results: Sequence[Result]) -> RewardHealth:
         """Count one response's reward health under `scorer` (a hosted name) and return it."""
         health = reward_health(items, results)
