@@ -91,7 +91,7 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
-    except TypeError as exc:  # a required field is missing
+    except (TypeError, ValueError) as exc:  # a required field is missing, __post_init__ refused a value
         raise ValueError(f"{where}: {exc}") from None
 
 
@@ -107,7 +107,10 @@ def describe_fields(cls: type) -> list[dict[str, str]]:
         else:
             default = None
         hint = hints[f.name]
-        type_name = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+        if typing.get_origin(hint) is typing.Literal:  # the accepted values, e.g. "" | "min" | "last"
+            type_name = " | ".join(json.dumps(a) for a in typing.get_args(hint))
+        else:
+            type_name = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
         out.append(
             {
                 "name": f.name,

@@ -126,6 +126,15 @@ def test_invalid_lines_keep_their_ids(math_server: ServerProcess) -> None:
     assert "colour" in out[2]["error"]["message"]
 
 
+def test_bad_options_fail_the_request_with_invalid_argument(math_server: ServerProcess) -> None:
+    for options, says in (('{"extract": ["nope"]}', "nope"), ('{"timeout_s": "soon"}', "timeout_s"),
+                          ('{"colour": 1}', "accepted")):
+        proc = cli("score", "--scorer", "math", "--address", math_server.address, "--options", options,
+                   stdin=json.dumps(ITEM) + "\n")
+        assert proc.returncode == 1 and proc.stdout == "", proc.stdout
+        assert "INVALID_ARGUMENT" in proc.stderr and says in proc.stderr, proc.stderr
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A throwaway CA with a server certificate for 127.0.0.1 and a client certificate (openssl CLI)."""

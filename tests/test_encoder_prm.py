@@ -13,6 +13,7 @@ import pytest
 
 from encoder_models import minilm_dir, read_jsonl, smollm_dir
 from rewardsvc.config import parse_config
+from rewardsvc.errors import InvalidOptionsError
 from rewardsvc.scorers.prm import aggregate
 from rewardsvc.service import ScoringService
 from rewardsvc.types import ErrorCode, Item
@@ -127,8 +128,10 @@ def test_response_split_on_the_separator_and_invalid_items() -> None:
     # Past max_length, token_classification scores in step-preserving windows: every step gets a score.
     assert results[3].ok and len(results[3].step_scores) == 12 and results[3].details["windows"] > 1
 
-    [bad] = score(cfg, "prm", [items[:1]], {"aggregation": "median"})
-    assert bad[0].error.code == ErrorCode.INVALID_ITEM and "median" in bad[0].error.message
+    # A bad option is the request's fault, not the items': INVALID_ARGUMENT on the wire.
+    for bad in ({"aggregation": "median"}, {"aggregation": "pure", "pure_temperature": 0}):
+        with pytest.raises(InvalidOptionsError, match="median|pure_temperature must be > 0"):
+            score(cfg, "prm", [items[:1]], bad)
 
 
 @pytest.mark.slow

@@ -21,10 +21,10 @@ import asyncio
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from rewardsvc.batching import BatcherConfig
-from rewardsvc.errors import ConfigError
+from rewardsvc.errors import ConfigError, InvalidOptionsError
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.scorers.batched import batcher_field, failure, run_batched
 from rewardsvc.scorers.pooling import PoolingFields, PoolingScorer
@@ -69,8 +69,14 @@ class PRMConfig(PoolingFields):
 
 @dataclasses.dataclass
 class PRMOptions:
-    aggregation: str = option("", "min, last, product, mean or pure; empty = the configured default")
-    pure_temperature: float = option(0.1, "T of the pure aggregation's softmax(-r/T) weights")
+    # The names of AGGREGATIONS: a Literal, so an unknown one fails option parsing (INVALID_ARGUMENT).
+    aggregation: Literal["", "min", "last", "product", "mean", "pure"] = option(
+        "", "min, last, product, mean or pure; empty = the configured default")
+    pure_temperature: float = option(0.1, "T of the pure aggregation's softmax(-r/T) weights (> 0)")
+
+    def __post_init__(self) -> None:
+        if not self.pure_temperature > 0:
+            raise ValueError(f"pure_temperature must be > 0, got {self.pure_temperature}")
 
 
 def aggregate(step_scores: Sequence[float], how: str, temperature: float = 0.1) -> float:
@@ -190,13 +196,8 @@ class PRMScorer(PoolingScorer):
     async def score(self, items: Sequence[Item], options: PRMOptions) -> list[Result]:
         assert self.batcher is not None, "start() first"
         how = options.aggregation or self.config.aggregation
-        if how not in AGGREGATIONS:
-            # Every item would fail the same way; say so per item, as the contract wants.
-            msg = f"aggregation {how!r}: use one of {list(AGGREGATIONS)}"
-            return [Result.failed(it.id, ErrorCode.INVALID_ITEM, msg) for it in items]
-        if how == "pure" and not options.pure_temperature > 0:
-            msg = f"pure_temperature must be > 0, got {options.pure_temperature}"
-            return [Result.failed(it.id, ErrorCode.INVALID_ITEM, msg) for it in items]
+        if how not in AGGREGATIONS:  # options built in code, not parsed: a bad request, not bad items
+            raise InvalidOptionsError(f"aggregation {how!r}: use one of {list(AGGREGATIONS)}")
         encoded = await asyncio.to_thread(self._encode_all, items)
         # Every input (window) of every item goes to the batcher on its own.
         owners: list[int] = []
