@@ -85,26 +85,44 @@ def _plot_scores(summary: Summary, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _plot_reliability(summary: Summary, path: Path, title: str) -> None:
+def reliability_figure(summary: Summary, title: str) -> Any:
+    """The reliability diagram as a matplotlib Figure. Per non-empty bin: a bar up to the observed
+    frequency of positives, a red tick at the bin's mean confidence with a line closing the gap
+    to the bar (the gap is the bin's calibration error), and the bin's count above. A calibrated
+    scorer's ticks sit on the bar tops, on the diagonal."""
     import matplotlib.pyplot as plt
 
     cal = calibration(summary.reliability_probs, summary.reliability_labels)
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfectly calibrated")
+    bins = [b for b in cal["bins"] if b["n"]]
     width = 1 / len(cal["bins"])
-    xs = [b["lower"] + width / 2 for b in cal["bins"] if b["n"]]
-    acc = [b["accuracy"] for b in cal["bins"] if b["n"]]
-    conf = [b["confidence"] for b in cal["bins"] if b["n"]]
-    ax.bar(xs, acc, width=width * 0.9, alpha=0.7, edgecolor="black", label="observed frequency")
-    ax.plot(conf, acc, "o", color="darkred", markersize=4, label="bin mean confidence")
+    xs = [b["lower"] + width / 2 for b in bins]
+    freq = [b["accuracy"] for b in bins]
+    conf = [b["confidence"] for b in bins]
+    ax.bar(xs, freq, width=width * 0.9, alpha=0.7, edgecolor="black", label="observed frequency")
+    ax.vlines(xs, [min(f, c) for f, c in zip(freq, conf)], [max(f, c) for f, c in zip(freq, conf)],
+              color="darkred", linewidth=1, label="gap (calibration error)")
+    ax.plot(xs, conf, "_", color="darkred", markersize=22, markeredgewidth=2.5, linestyle="none",
+            label="mean confidence")
+    for x, f, c, b in zip(xs, freq, conf, bins):
+        ax.annotate(f"n={b['n']}", (x, max(f, c)), xytext=(0, 3), textcoords="offset points", ha="center",
+                    va="bottom", fontsize=7)
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel(summary.reliability_title or "predicted probability")
+    ax.set_ylim(0, 1.08)
+    ax.set_xlabel(f"{summary.reliability_title or 'predicted probability'} ({len(cal['bins'])} equal-width bins)")
     ax.set_ylabel("fraction positive")
     ece = cal["ece"]
     ax.set_title(f"{title}: reliability, ECE = {ece:.3f} (n={cal['n']})" if ece is not None else title, fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
+    return fig
+
+
+def _plot_reliability(summary: Summary, path: Path, title: str) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = reliability_figure(summary, title)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
