@@ -135,7 +135,7 @@ class InconsistentRowError(ValueError):
 class StepExample:
     prompt: Text
     steps: list[str]
-    labels: list[bool]  # True = correct step
+    labels: list[bool | None]  # True = correct step; None = unlabelled (outcome-graded solutions' earlier steps)
     group: str = ""  # rows from one problem share a group, so a split keeps them together
 
 

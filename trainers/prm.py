@@ -10,6 +10,11 @@ so every step of every solution is trained and evaluated as the server will read
 `holdout_categories` keeps whole PRMBench error categories out of training and reports the metrics
 on them separately (eval_ood_*): how the model does on kinds of error it never saw.
 
+`outcome_file` adds training solutions labelled only by their final answer (e.g. sampled model
+solutions graded against the reference): a right answer labels every step correct, a wrong one
+labels its last step wrong and leaves the others unlabelled (no loss): real model errors, where
+the step-labelled data has edited ones.
+
 Evaluation: step-level F1 (positive = correct step), F1 of the wrong steps, PRMBench's PRMScore
 (their mean), and ProcessBench's first-error F1: the prediction is the first step with
 p(correct) < threshold (or -1 for none), F1 = 2·acc_err·acc_corr / (acc_err + acc_corr).
@@ -22,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from rewardsvc.trainers.examples import InconsistentRowError, StepExample, first_error, step_examples
+from rewardsvc.trainers.examples import InconsistentRowError, StepExample, first_error, read_files, step_examples
 from rewardsvc.dataclass_dict import option
 from rewardsvc.trainers.task import Task, TrainConfig
 from rewardsvc.trainers.rm import pad_batch
@@ -46,6 +51,10 @@ class PRMConfig(TrainConfig):
     holdout_categories: str = option(
         "", "comma-separated row `classification`s (PRMBench error categories) never trained on; their "
         "rows are evaluated on their own as eval_ood_*")
+    max_holdout_examples: int = option(0, "evaluate a seeded sample of this many held-out-category rows (0 = all)")
+    outcome_file: str = option(
+        "", "extra training rows graded by final answer: {prompt, response, verdict: yes|no} (judge rows) or "
+        "{prompt, response, label: bool}; steps = the response split on step_separator")
 
 
 @dataclass
@@ -54,7 +63,7 @@ class EncodedSteps:
 
     ids: list[int]
     positions: list[int]
-    labels: list[bool]
+    labels: list[bool | None]  # None: no label (no loss), as an outcome-graded solution's earlier steps
     solution: int = 0  # which solution of its set the input belongs to
     steps: list[int] = field(default_factory=list)  # the indices of its steps in that solution
 
@@ -227,11 +236,36 @@ class PRMTask(Task):
             ood_rows = [r for r in train_rows + eval_rows if r.get("classification") in held]
             if not ood_rows:
                 raise ValueError(f"holdout_categories {sorted(held)}: no rows have those classifications")
+            cap = self.config.max_holdout_examples
+            if 0 < cap < len(ood_rows):
+                import random
+
+                ood_rows = random.Random(self.config.split_seed).sample(ood_rows, cap)
             train_rows = [r for r in train_rows if r.get("classification") not in held]
             eval_rows = [r for r in eval_rows if r.get("classification") not in held]
             self.ood, self.ood_solutions = self._encode(ood_rows, "ood")
         self.train, _ = self._encode(train_rows, "train", train=True)
+        if self.config.outcome_file:
+            self.train += self._encode_outcomes(read_files(self.config.outcome_file))
         self.eval, self.eval_solutions = self._encode(eval_rows, "eval")
+
+    def _encode_outcomes(self, rows: list[dict[str, Any]]) -> list[EncodedSteps]:
+        import re
+
+        cfg = self.config
+        out: list[EncodedSteps] = []
+        for i, r in enumerate(rows):
+            right = r["verdict"] == "yes" if "verdict" in r else bool(r["label"])
+            # GSM8K's calculator annotations (<<2*3=6>>) are not in what a policy writes.
+            text = re.sub(r"<<[^>]*>>", "", str(r["response"]))
+            steps = [s.strip() for s in text.split(cfg.step_separator) if s.strip()]
+            if not steps:
+                continue
+            labels: list[bool | None] = [True] * len(steps) if right else [None] * (len(steps) - 1) + [False]
+            ex = StepExample(str(r.get("prompt", "")), steps, labels)
+            out += encode_step_windows(self.tokenizer, ex, cfg.step_separator, cfg.max_length, i)
+        log.info("outcome_file: %d inputs from %d graded solutions", len(out), len(rows))
+        return out
 
     def length(self, example: EncodedSteps) -> int:
         return len(example.ids)
@@ -242,7 +276,8 @@ class PRMTask(Task):
         ids, mask = pad_batch([e.ids for e in examples], self.tokenizer.pad_token_id)
         labels = torch.full_like(ids, -100)
         for row, e in enumerate(examples):
-            labels[row, e.positions] = torch.tensor([1 if y else 0 for y in e.labels], dtype=torch.long)
+            labels[row, e.positions] = torch.tensor([-100 if y is None else int(y) for y in e.labels],
+                                                    dtype=torch.long)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     def loss(self, model: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, float]]:
