@@ -9,6 +9,8 @@ import types
 import typing
 from typing import Any, TypeVar
 
+from rewardsvc.errors import quote
+
 T = TypeVar("T")
 
 
@@ -28,10 +30,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except (TypeError, ValueError) as exc:
                 errors.append(str(exc))
-        raise ValueError(f"{where}: {value!r} matches none of {hint}: {'; '.join(errors)}")
+        raise ValueError(f"{where}: {quote(value)} matches none of {hint}: {'; '.join(errors)}")
     if origin is typing.Literal:
         if value not in args:
-            raise ValueError(f"{where}: {value!r} is not one of {list(args)}")
+            raise ValueError(f"{where}: {quote(value)} is not one of {list(args)}")
         return value
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, where)
@@ -44,23 +46,23 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
         kt, vt = args if args else (Any, Any)
-        return {_coerce(k, kt, where): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+        return {_coerce(k, kt, where): _coerce(v, vt, f"{where}.{str(k)[:40]}") for k, v in value.items()}
     if hint is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
-        raise ValueError(f"{where}: expected true/false, got {value!r}")
+        raise ValueError(f"{where}: expected true/false, got {quote(value)}")
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
+            raise ValueError(f"{where}: expected an integer, got {quote(value)}")
         as_float = float(value)
         if not as_float.is_integer():
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
+            raise ValueError(f"{where}: expected an integer, got {quote(value)}")
         return int(as_float)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
+            raise ValueError(f"{where}: expected a number, got {quote(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, (str, int, float)):
@@ -86,7 +88,7 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; accepted: {sorted(fields)}")
+        raise ValueError(f"{where}: unknown key(s) {quote(unknown)}; accepted: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     try:

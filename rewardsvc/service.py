@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from rewardsvc import queue_clock
 from rewardsvc.config import Config, load_config
 from rewardsvc.dataclass_dict import from_dict
-from rewardsvc.errors import InvalidOptionsError, LimitExceededError, RewardServiceError, UnknownScorerError
+from rewardsvc.errors import InvalidOptionsError, LimitExceededError, RewardServiceError, UnknownScorerError, quote
 from rewardsvc.registry import dependency_order, scorer_class, scorer_infos
 from rewardsvc.scorers.base import Scorer
 from rewardsvc.scorers.dedupe import ResultCache, WorkStats, score_unique
@@ -110,7 +110,7 @@ class ScoringService:
             return self.scorers[name]
         except KeyError:
             raise UnknownScorerError(
-                f"no scorer named {name!r} on this server; hosted: {sorted(self.scorers)}"
+                f"no scorer named {quote(name)} on this server; hosted: {sorted(self.scorers)}"
             ) from None
 
     def parse_options(self, scorer: Scorer, options: dict[str, Any] | None) -> Any:

@@ -15,6 +15,9 @@ def handle(job: dict) -> dict:
         signal.signal(signal.SIGALRM, signal.SIG_IGN)
         while True:
             time.sleep(1)
+    if action == "sleep":  # a slow check that finishes
+        time.sleep(job["seconds"])
+        return {"slept": job["seconds"]}
     if action == "exit":
         os._exit(3)
     if action == "alloc":

@@ -4,7 +4,8 @@ Each worker is `python -m <module>`: it prints one `{"ready": true}` line, then 
 per request line. The parent enforces a hard wall-clock limit per job by killing the worker and
 starting a replacement, so nothing a job does (SIGALRM ignored, C code spinning, sympy printing a
 huge number) can stall the service. Workers run with an address-space limit and a minimal
-environment.
+environment. Jobs wait for a worker in a FairGate: callers take turns, so one caller's queue of
+slow checks can't hold back another caller's check.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import os
 import resource
 import sys
 from dataclasses import dataclass
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
+
+from rewardsvc.verifiers.fairgate import FairGate
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ class WorkerPool:
         # Recycling bounds slow leaks (sympy caches) in long runs.
         self.max_jobs_per_worker = max_jobs_per_worker
         self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
-        self._waiting = 0
+        self._gate = FairGate(size)  # a job holds a slot while it holds a worker
         self._closed = False
         self._spawners: set[asyncio.Task] = set()
         # Every process ever started and not yet reaped, so close() can wait for them.
@@ -121,20 +124,22 @@ class WorkerPool:
         task.add_done_callback(self._spawners.discard)
 
     async def run(self, job: dict[str, Any], timeout_s: float,
-                  on_start: Callable[[], None] | None = None) -> dict[str, Any]:
+                  on_start: Callable[[], None] | None = None, caller: Hashable = None) -> dict[str, Any]:
         """Send `job` to an idle worker and return its reply within `timeout_s` seconds.
-        `on_start` is called when a worker takes the job (callers measure their queue wait with it)."""
+        `on_start` is called when a worker takes the job (callers measure their queue wait with it);
+        `caller` is whose job it is: waiting jobs get workers round-robin across callers."""
         if self._closed:
             raise RuntimeError("worker pool is closed")
-        if self._waiting >= self.queue_limit:
+        if self._gate.waiting >= self.queue_limit:
             raise PoolFullError(
-                f"{self._waiting} checks queued for {self.module}; the limit (queue_limit) is {self.queue_limit}"
+                f"{self._gate.waiting} checks queued for {self.module}; the limit (queue_limit) is {self.queue_limit}"
             )
-        self._waiting += 1
+        await self._gate.acquire(caller)
         try:
-            worker = await self._idle.get()
-        finally:
-            self._waiting -= 1
+            worker = await self._idle.get()  # waits only while a killed worker's replacement starts
+        except BaseException:
+            self._gate.release()
+            raise
         if on_start is not None:
             on_start()
         done = False
@@ -162,10 +167,11 @@ class WorkerPool:
                 self._idle.put_nowait(worker)
             else:
                 self._replace(worker)
+            self._gate.release()
 
     @property
     def queued(self) -> int:
-        return self._waiting
+        return self._gate.waiting
 
     async def close(self) -> None:
         self._closed = True

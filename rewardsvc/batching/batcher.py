@@ -3,7 +3,10 @@
 Callers `submit(payload, cost)` and await a future. One loop collects queued entries, waits at most
 `max_wait_ms` for company, then forms batches under `max_batch_tokens` (sum of padded cost: batch
 size x longest cost) and `max_batch_size`, taking entries in length order so a batch pads little,
-and (`min_fill_ratio`) no more than a set share of padding.
+and (`min_fill_ratio`) no more than a set share of padding. Each batch is built around one entry
+that must go: the oldest entry of the caller (an opaque key, rewardsvc.caller) whose turn it is,
+callers taking turns, so one caller's flood delays another caller's item by a batch per busy
+caller, not by the flood.
 Cancelled entries are dropped before they reach the compute function. The compute function runs in
 a worker thread so a slow backend never blocks the event loop.
 """
@@ -13,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from rewardsvc import queue_clock
+from rewardsvc.caller import current as current_caller
 from rewardsvc.queue_clock import QueueClock
 
 P = TypeVar("P")
@@ -67,6 +71,7 @@ class _Entry(Generic[P, R]):
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
     clock: QueueClock | None = field(default_factory=queue_clock.current)  # the caller's request
+    caller: Hashable = field(default_factory=current_caller)  # whose turn this entry waits for
 
 
 @dataclass
@@ -97,6 +102,9 @@ class DynamicBatcher(Generic[P, R]):
         self._queue: list[_Entry[P, R]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
+        # When each caller with queued entries last had a batch built around its entry.
+        self._served: dict[Hashable, int] = {}
+        self._batches_built = 0
 
     @property
     def queue_depth(self) -> int:
@@ -143,8 +151,16 @@ class DynamicBatcher(Generic[P, R]):
         self._queue = [e for e in self._queue if not e.future.done()]
         if not self._queue:
             return []
-        # The oldest entry always goes in the next batch, so long items can't starve.
-        oldest = min(self._queue, key=lambda e: e.enqueued)
+        # The next batch is built around the oldest entry of the caller served longest ago (the
+        # queue is in arrival order), so callers take turns and long items can't starve.
+        firsts: dict[Hashable, _Entry[P, R]] = {}
+        for e in self._queue:
+            firsts.setdefault(e.caller, e)
+        turn = min(firsts, key=lambda c: (self._served.get(c, -1), firsts[c].enqueued))
+        self._batches_built += 1
+        self._served = {c: self._served[c] for c in firsts if c in self._served}  # only callers still queued
+        self._served[turn] = self._batches_built
+        oldest = firsts[turn]
         ordered = sorted(self._queue, key=lambda e: e.cost)
         start = ordered.index(oldest)
         batch: list[_Entry[P, R]] = [oldest]

@@ -10,14 +10,13 @@ Variants (config `variant`, per-request option `variant`), each a probability in
                        reward is the mean probability of the reference's tokens given the prompt
                        and the reasoning.
 The final-answer span is the last \\boxed{...}, else what follows the last ####, else "the answer
-is X", else the last number.
+is X", else the last number: the math scorer's extractors (verifiers/math/extract.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
@@ -28,45 +27,9 @@ from rewardsvc.scorers.batched import failure
 from rewardsvc.scorers.causal import CausalLMConfig, CausalLMScorer, TooLongError, group_key
 from rewardsvc.scorers.render import MARK
 from rewardsvc.types import ErrorCode, Item, Result
-from rewardsvc.verifiers.math.extract import last_boxed_span
+from rewardsvc.verifiers.math.extract import answer_span  # the math scorer's extractors, one copy
 
 VARIANTS = ("crew_mean", "crew_min", "p_true", "reference_prob")
-
-_ANSWER_IS = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)\s*\$?\s*([^\n$]+?)\s*\$?\s*(?:\.\s|\.?$|\n)",
-                        re.IGNORECASE)
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
-
-
-def answer_span(text: str) -> tuple[int, int, str] | None:
-    """(start, end, how) of the final answer in `text`: boxed, hash, answer_is or last_number."""
-    span = last_boxed_span(text)
-    if span:
-        return span[0], span[1], "boxed"
-    k = text.rfind("####")
-    if k != -1:
-        line_end = text.find("\n", k)
-        line_end = len(text) if line_end == -1 else line_end
-        start = k + 4
-        while start < line_end and text[start].isspace():
-            start += 1
-        end = line_end
-        while end > start and text[end - 1].isspace():
-            end -= 1
-        if end > start:
-            return start, end, "hash"
-    tail_from = max(0, len(text) - 4000)
-    matches = list(_ANSWER_IS.finditer(text, tail_from))
-    if matches:
-        m = matches[-1]
-        start, end = m.span(1)
-        while end > start and text[end - 1] in ".":
-            end -= 1
-        if end > start:
-            return start, end, "answer_is"
-    numbers = list(_NUMBER.finditer(text, max(0, len(text) - 2000)))
-    if numbers:
-        return numbers[-1].start(), numbers[-1].end(), "last_number"
-    return None
 
 
 @dataclasses.dataclass

@@ -9,8 +9,10 @@ import os
 import time
 from collections.abc import Hashable, Mapping, Sequence
 
-from rewardsvc import queue_clock
+from rewardsvc import caller, queue_clock
+from rewardsvc.errors import InvalidOptionsError, quote
 from rewardsvc.scorers.base import Scorer, option
+from rewardsvc.scorers.offload import off_loop
 from rewardsvc.types import ErrorCode, Item, Result
 from rewardsvc.verifiers.math.extract import EXTRACTORS, extract_answer, reference_answer
 from rewardsvc.verifiers.workerpool import PoolFullError, PoolTimeoutError, WorkerCrashedError, WorkerPool
@@ -78,9 +80,7 @@ class MathScorer(Scorer):
         order = options.extract or self.config.extract
         bad = [e for e in order if e not in EXTRACTORS]
         if bad:
-            from rewardsvc.errors import InvalidOptionsError
-
-            raise InvalidOptionsError(f"unknown extractor(s) {bad}; choose from {list(EXTRACTORS)}")
+            raise InvalidOptionsError(f"unknown extractor(s) {quote(bad)}; choose from {list(EXTRACTORS)}")
         timeout = self.config.timeout_s
         if options.timeout_s > 0:
             timeout = min(timeout, options.timeout_s)
@@ -88,8 +88,7 @@ class MathScorer(Scorer):
 
     async def _one(self, item: Item, order: list[str], timeout_s: float) -> Result:
         assert self.pool is not None and item.reference is not None
-        answer, how = extract_answer(item.response_text, order)
-        gold = reference_answer(item.reference)
+        answer, how, gold = await off_loop(_extract, item.response_text, item.reference, order)
         details = {"extracted_answer": answer, "extracted_by": how, "reference_answer": gold[:200]}
         limit = self.config.max_answer_chars
         if answer is None:
@@ -103,7 +102,8 @@ class MathScorer(Scorer):
         job = {"gold": gold, "pred": answer, "timeout_s": max(1, int(timeout_s * 0.6))}
         clock, queued = queue_clock.current(), time.perf_counter_ns()
         try:
-            reply = await self.pool.run(job, timeout_s, on_start=clock and (lambda: clock.note_since(queued)))
+            reply = await self.pool.run(job, timeout_s, on_start=clock and (lambda: clock.note_since(queued)),
+                                        caller=caller.current())
         except PoolTimeoutError as exc:
             reply = {"verdict": "timeout", "reason": str(exc)}
         except WorkerCrashedError as exc:
@@ -115,3 +115,9 @@ class MathScorer(Scorer):
         verdict = reply.get("verdict", "error")
         return Result(item.id, 1.0 if verdict == "correct" else 0.0,
                       details={**details, "verdict": verdict, "reason": reply.get("reason", "")})
+
+
+def _extract(response: str, reference: str, order: list[str]) -> tuple[str | None, str | None, str]:
+    """(answer, extractor, gold answer): linear in the text, but on a text-work thread all the same."""
+    answer, how = extract_answer(response, order)
+    return answer, how, reference_answer(reference)
