@@ -93,18 +93,26 @@ class ForwardStats:
 class TransformersCausalLM:
     """A causal LM loaded with transformers, fp32 on CPU / bf16 on GPU unless configured."""
 
-    def __init__(self, path: str | Path, device: str = "auto", dtype: str = "auto", name: str = "") -> None:
+    def __init__(self, path: str | Path, device: str = "auto", dtype: str = "auto", name: str = "",
+                 trust_remote_code: bool = False) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from rewardsvc.backends.device import resolve_device, resolve_dtype
+        from rewardsvc.backends.pooling import remote_code_error
 
         self.name = name or str(path)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         t0 = time.perf_counter()
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype).to(self.device).eval()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+            self.model = AutoModelForCausalLM.from_pretrained(
+                str(path), dtype=self.dtype, trust_remote_code=trust_remote_code).to(self.device).eval()
+        except ValueError as exc:
+            if "trust_remote_code" in str(exc) and not trust_remote_code:
+                raise remote_code_error(self.name, "see its config.json") from None
+            raise
         self.pad_id = self._pad_id()
         self._base = self.model.base_model
         self._head = self.model.get_output_embeddings()
@@ -364,13 +372,13 @@ _shared_lock = threading.Lock()
 
 
 def acquire(model: str, device: str = "auto", dtype: str = "auto", backend: str = "transformers",
-            **backend_options: Any) -> CausalLMBackend:
+            trust_remote_code: bool = False, **backend_options: Any) -> CausalLMBackend:
     """A loaded backend for `model`, shared by every scorer that asks for the same one (ref-counted)."""
-    key = (backend, model, device, dtype, repr(sorted(backend_options.items())))
+    key = (backend, model, device, dtype, str(trust_remote_code), repr(sorted(backend_options.items())))
     with _shared_lock:
         entry = _shared.get(key)
         if entry is None:
-            entry = [_load(model, device, dtype, backend, backend_options), 0]
+            entry = [_load(model, device, dtype, backend, trust_remote_code, backend_options), 0]
             _shared[key] = entry
         entry[1] += 1
         return entry[0]
@@ -390,14 +398,16 @@ def release(lm: CausalLMBackend) -> None:
                 return
 
 
-def _load(model: str, device: str, dtype: str, backend: str, options: dict[str, Any]) -> CausalLMBackend:
+def _load(model: str, device: str, dtype: str, backend: str, trust_remote_code: bool,
+          options: dict[str, Any]) -> CausalLMBackend:
     from rewardsvc.backends.gguf import model_dir
 
     path = model_dir(model)
     if backend == "transformers":
-        return TransformersCausalLM(path, device=device, dtype=dtype, name=model)
+        return TransformersCausalLM(path, device=device, dtype=dtype, name=model, trust_remote_code=trust_remote_code)
     if backend == "vllm":
         from rewardsvc.backends.vllm_backend import VLLMCausalLM
 
-        return VLLMCausalLM(path, device=device, dtype=dtype, name=model, **options)
+        return VLLMCausalLM(path, device=device, dtype=dtype, name=model, trust_remote_code=trust_remote_code,
+                            **options)
     raise ValueError(f"unknown causal-LM backend {backend!r}; use 'transformers' or 'vllm'")

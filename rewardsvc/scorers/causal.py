@@ -34,7 +34,8 @@ class CausalLMConfig:
     """Fields every causal-LM scorer's stanza has."""
 
     model: str = option("bundled:smollm2-135m-instruct",
-                        "local HF directory, .gguf file (converted once), bundled:NAME or cache:NAME")
+                        "local HF directory, .gguf file (converted once), Hub id (org/name[@revision]), "
+                        "bundled:NAME or cache:NAME")
     backend: Literal["transformers", "vllm"] = option("transformers", "transformers (CPU/GPU) or vllm (GPU; extra rewardsvc[vllm])")
     device: str = option("auto", "auto (cuda if visible, else cpu), cpu, cuda, cuda:N")
     dtype: str = option("auto", "auto (float32 on cpu, bfloat16 on gpu), float32, bfloat16, float16")
@@ -42,6 +43,7 @@ class CausalLMConfig:
     padding_side: Literal["left", "right"] = option("right", "where batched inputs are padded (scores do not depend on it)")
     prefix_sharing: bool = option(True, "items with the same group_id and prompt run the prompt once per batch")
     vllm: dict[str, Any] = option({}, "vllm backend: extra vllm.LLM arguments (gpu_memory_utilization, enforce_eager, ...)")
+    trust_remote_code: bool = option(False, "run the checkpoint's own model code (only for code you trust)")
     batching: BatcherConfig = batcher_field()
 
 
@@ -62,7 +64,8 @@ class CausalLMScorer(Scorer):
         import asyncio
 
         cfg = self.config
-        self.lm = await asyncio.to_thread(acquire, cfg.model, cfg.device, cfg.dtype, cfg.backend, **cfg.vllm)
+        self.lm = await asyncio.to_thread(acquire, cfg.model, cfg.device, cfg.dtype, cfg.backend,
+                                          cfg.trust_remote_code, **cfg.vllm)
         device = getattr(self.lm, "device", "cuda")  # vLLM runs on a GPU and has no padding
         self.logprob_batcher = make_batcher(self._compute_logprobs, cfg.batching, device, f"{self.name}-logprobs")
         self.generate_batcher = make_batcher(self.lm.generate, cfg.batching, device, f"{self.name}-generate")

@@ -85,7 +85,7 @@ class ImplicitPRMScorer(CausalLMScorer):
             raise ConfigError(f"scorer {self.name!r}: `step_separator` must not be empty")
         await super().start(peers)
         self.reference = await asyncio.to_thread(acquire, cfg.reference_model, cfg.device, cfg.dtype, cfg.backend,
-                                           **cfg.vllm)
+                                                 cfg.trust_remote_code, **cfg.vllm)
         if self.reference.tokenizer.get_vocab() != self.tokenizer.get_vocab():
             await self.close()
             raise ConfigError(
