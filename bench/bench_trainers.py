@@ -135,7 +135,9 @@ def report_defaults(write: bool) -> None:
         ("default-prm", default_prm_config, ("eval_first_error_f1", "eval_first_error_acc_err",
                                              "eval_first_error_acc_corr", "eval_step_f1", "eval_step_f1_neg",
                                              "eval_prm_score", "eval_step_auroc", "eval_solution_auroc",
-                                             "eval_examples", "eval_solutions_too_long")),
+                                             "eval_solutions", "eval_windowed_solutions", "eval_ood_prm_score",
+                                             "eval_ood_first_error_f1", "eval_ood_step_auroc",
+                                             "eval_ood_solution_auroc", "eval_ood_solutions")),
     ):
         path = cache_dir() / "models" / name / "results.json"
         if not path.exists():
