@@ -80,6 +80,8 @@ class GenerativeConfig(CausalLMConfig):
     aggregation: str = option("min", "step mode: steps -> item, as the prm scorer: min, last, product, mean, pure")
     step_separator: str = option("\n", "step mode: splits `response` into steps when an item has no `steps`")
     reject_master_keys: bool = option(True, "empty / punctuation-only / opener-only responses get -1 unasked")
+    return_critiques: bool = option(False, "details carry every sample's whole critique (else only the tail of "
+                                           "samples without a usable verdict)")
     openai: OpenAIServerConfig = dataclasses.field(
         default_factory=OpenAIServerConfig, metadata={"help": "backend openai: the server and its limits"})
 
@@ -332,7 +334,7 @@ class GenerativeScorer(CausalLMScorer):
             scale = (plan.fmt.verdict.scale if plan.fmt.verdict and plan.fmt.verdict.scale else DEFAULTS.scale)
             score, more = pointwise_score(samples, how, scale or [1.0, 10.0])
         details.update(more)
-        details["samples"] = [s.details() for s in samples]
+        details["samples"] = [s.details(self.config.return_critiques) for s in samples]
         return Result(id=item.id, score=score, step_scores=step_scores, details=details)
 
     async def meta_filter(self, items: Sequence[Item], calls: Sequence[tuple[int, str, ChatPrompt]],

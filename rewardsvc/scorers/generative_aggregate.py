@@ -44,7 +44,7 @@ class Judged:
     def usable(self) -> bool:
         return self.verdict.ok and self.kept
 
-    def details(self) -> dict[str, Any]:
+    def details(self, critique: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {"verdict": self.verdict.value, "status": self.verdict.status, "tokens": self.tokens}
         if self.order:
             out["order"] = self.order
@@ -55,7 +55,9 @@ class Judged:
             out["meta_error"] = self.meta_error
         if self.verdict.note:
             out["note"] = self.verdict.note
-        if not self.verdict.ok:
+        if critique:
+            out["critique"] = self.text
+        elif not self.verdict.ok:
             out["tail"] = tail(self.text)
         return out
 
