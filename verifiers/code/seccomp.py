@@ -1,10 +1,18 @@
-"""The sandbox's seccomp filter: built once with pyseccomp, exported as BPF for `bwrap --seccomp FD`.
+"""The sandbox's seccomp filters: built once with pyseccomp, exported as BPF for `bwrap --seccomp FD`.
 
-Allow-by-default with a deny list: the namespaces already cut the network, the filesystem and the
-other processes off; the filter removes the kernel surfaces a sandboxed program has no use for and
-that sandbox escapes go through (sockets, ptrace and cross-process memory access, mounts, new
-namespaces, BPF, keyrings, io_uring, kernel modules). Denied calls fail with EPERM rather than
-killing the process, so a program that merely probes gets a Python exception and a normal verdict.
+Deny by default: a syscall is allowed only if it is on ALLOWED, the calls CPython, the harness and
+the standard library (threads, subprocesses, files in /tmp, pipes, polling, timers, signals, mmap,
+sqlite3, ctypes) make, measured with strace over HumanEval, MBPP, the hostile and forgery suites
+and a set of library programs (tests/test_code_seccomp.py keeps them passing). Anything else fails
+with ENOSYS, as if this kernel didn't have it: syscalls added after this list was written
+(memfd_secret, landlock_*, mseal, ...) never reach the kernel, and libc falls back where it has a
+fallback (clone3 -> clone). DENIED are the calls a probing or hostile program reaches for first
+(sockets, ptrace and cross-process memory, mounts and namespaces, BPF, keyrings, io_uring,
+modules): they fail with EPERM, so the program gets an honest PermissionError.
+
+Two filters: the zygote's (bwrap loads it before exec'ing the zygote's interpreter) also allows
+what the zygote needs to give each run its namespaces, /tmp and dropped privileges (ZYGOTE_EXTRA);
+each run stacks the strict one on top, so the program never gets those.
 """
 
 from __future__ import annotations
@@ -12,7 +20,43 @@ from __future__ import annotations
 import errno
 import tempfile
 
-#: Syscalls the sandbox denies with EPERM. Names unknown to the local libseccomp are skipped.
+#: What a run may call. Names unknown to the local libseccomp (other architectures' legacy calls)
+#: are skipped.
+ALLOWED: tuple[str, ...] = (
+    # memory
+    "brk", "mmap", "munmap", "mprotect", "mremap", "madvise", "msync", "mincore",
+    # threads, scheduling, identity of this process
+    "arch_prctl", "set_tid_address", "set_robust_list", "get_robust_list", "rseq", "futex", "sched_yield",
+    "sched_getaffinity", "sched_setaffinity", "sched_getparam", "sched_getscheduler", "sched_get_priority_max",
+    "sched_get_priority_min", "getcpu", "getpriority", "setpriority", "prctl", "capget", "getrandom", "uname",
+    "sysinfo", "getrlimit", "setrlimit", "prlimit64", "getrusage", "times", "umask",
+    "getpid", "getppid", "gettid", "getpgid", "getpgrp", "setpgid", "getsid", "setsid", "getuid", "geteuid",
+    "getgid", "getegid", "getresuid", "getresgid", "getgroups",
+    # processes (clone: without namespace flags, see below)
+    "fork", "vfork", "execve", "execveat", "wait4", "waitid", "exit", "exit_group", "pidfd_open",
+    "pidfd_send_signal",
+    # signals and time
+    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigpending", "rt_sigtimedwait", "rt_sigsuspend",
+    "rt_sigqueueinfo", "rt_tgsigqueueinfo", "sigaltstack", "restart_syscall", "kill", "tkill", "tgkill",
+    "pause", "alarm", "getitimer", "setitimer", "nanosleep", "clock_nanosleep", "clock_gettime",
+    "clock_getres", "gettimeofday", "time",
+    # descriptors and files (the filesystem is the sandbox's: read-only but for /tmp and /dev/shm)
+    "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2",
+    "open", "openat", "creat", "close", "close_range", "dup", "dup2", "dup3", "pipe", "pipe2", "lseek",
+    "fcntl", "flock", "fsync", "fdatasync", "ftruncate", "truncate", "fallocate", "fadvise64", "sendfile",
+    "copy_file_range", "stat", "fstat", "lstat", "newfstatat", "statx", "statfs", "fstatfs", "access",
+    "faccessat", "faccessat2", "readlink", "readlinkat", "getcwd", "chdir", "fchdir", "getdents",
+    "getdents64", "mkdir", "mkdirat", "rmdir", "rename", "renameat", "renameat2", "link", "linkat",
+    "symlink", "symlinkat", "unlink", "unlinkat", "chmod", "fchmod", "fchmodat", "utime", "utimes",
+    "utimensat", "futimesat", "mknod", "mknodat", "ioctl", "getxattr", "lgetxattr", "fgetxattr",
+    "listxattr", "llistxattr", "flistxattr",
+    # waiting on descriptors
+    "poll", "ppoll", "select", "pselect6", "epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait",
+    "epoll_pwait", "epoll_pwait2", "eventfd", "eventfd2", "timerfd_create", "timerfd_settime",
+    "timerfd_gettime", "signalfd", "signalfd4",
+)
+
+#: Refused with EPERM (the rest of what isn't allowed gets ENOSYS). None of these is on ALLOWED.
 DENIED: tuple[str, ...] = (
     # network: no sockets at all (pipes stay available); the net namespace is empty anyway
     "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
@@ -29,14 +73,14 @@ DENIED: tuple[str, ...] = (
     "fanotify_init", "vhangup", "uselib", "nfsservctl",
 )
 
+#: What the zygote needs on top of ALLOWED (harness/zygote.py): new namespaces and a fresh /tmp per
+#: run, dropping capabilities, and its control socket to the parent.
+ZYGOTE_EXTRA: tuple[str, ...] = ("unshare", "mount", "capset", "recvmsg", "sendmsg", "recvfrom", "sendto",
+                                 "getsockopt", "getsockname")
+
 # clone() flags that create namespaces: NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME.
 _CLONE_NS_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000,
                    0x00000080)
-
-
-# What the zygote itself still needs (to give each run new namespaces and a fresh /tmp); each run
-# then stacks the full filter on top, so the program never gets these.
-ZYGOTE_ALLOWED = frozenset({"unshare", "mount"})
 
 
 def build_filter_bpf(for_zygote: bool = False) -> bytes:
@@ -48,24 +92,33 @@ def build_filter_bpf(for_zygote: bool = False) -> bytes:
             f"the code sandbox needs pyseccomp and libseccomp ({exc}): run `make install` "
             "or `pip install pyseccomp==0.1.2` and `apt-get install libseccomp2`"
         ) from exc
+    allowed = ALLOWED + (ZYGOTE_EXTRA if for_zygote else ())
     try:
-        flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+        flt = pyseccomp.SyscallFilter(pyseccomp.ERRNO(errno.ENOSYS))
+        for name in allowed:
+            _add(flt, pyseccomp.ALLOW, name)
         for name in DENIED:
-            if for_zygote and name in ZYGOTE_ALLOWED:
-                continue
-            try:
-                flt.add_rule(pyseccomp.ERRNO(errno.EPERM), name)
-            except (OSError, ValueError, RuntimeError):
-                continue  # not a syscall on this architecture / libseccomp version
-        # Threads and fork stay possible; clone with any namespace flag does not (one rule per flag:
-        # rules on one syscall are OR-ed).
+            if name not in allowed:
+                _add(flt, pyseccomp.ERRNO(errno.EPERM), name)
+        # Threads and fork, yes; a clone that creates a namespace, no. The two rule sets are disjoint
+        # (no namespace bit / some namespace bit), so their order doesn't matter.
+        ns_mask = 0
         for flag in _CLONE_NS_FLAGS:
+            ns_mask |= flag
             flt.add_rule(pyseccomp.ERRNO(errno.EPERM), "clone", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, flag, flag))
-        # clone3 passes its flags in memory the filter can't read: ENOSYS makes libc fall back to clone.
-        flt.add_rule(pyseccomp.ERRNO(errno.ENOSYS), "clone3")
+        flt.add_rule(pyseccomp.ALLOW, "clone", pyseccomp.Arg(0, pyseccomp.MASKED_EQ, ns_mask, 0))
+        # clone3 stays off the list: it passes its flags in memory the filter can't read, and the
+        # default ENOSYS makes libc fall back to clone.
         with tempfile.TemporaryFile() as out:  # libseccomp writes to a real file descriptor
             flt.export_bpf(out)
             out.seek(0)
             return out.read()
     except OSError as exc:
         raise RuntimeError(f"building the seccomp filter failed ({exc}); is libseccomp2 installed?") from exc
+
+
+def _add(flt, action, name: str) -> None:
+    try:
+        flt.add_rule(action, name)
+    except (OSError, ValueError, RuntimeError):
+        pass  # not a syscall on this architecture / libseccomp version
