@@ -1,9 +1,11 @@
-"""The runner: the one process that executes the untrusted program, answering the harness's requests.
+"""The executor (the "runner"): the one process that runs the untrusted program, answering the checker.
 
-Forked by the harness before the harness has read anything secret, so nothing in this process's memory
-is worth stealing. It loads the program, then serves calls, attribute reads, indexing and iteration
-on the program's objects; results go back as plain data (see frames.py) or as opaque handles. Nothing
-it answers can make a test pass by itself: the harness evaluates the tests on what it receives.
+Forked by the checker before it has read anything secret, so nothing in this process's memory is
+worth stealing. It loads the program, then serves calls, attribute reads, indexing and iteration on
+the program's objects; each reply carries its request's id, with results as plain data (frames.py)
+or opaque handles. The program can rewrite all of this (it shares the process), so nothing here is
+trusted: the checker accepts only well-formed answers to its pending request (remote.Link.answer)
+and evaluates the tests itself on what it receives.
 """
 
 from __future__ import annotations
