@@ -326,7 +326,7 @@ async def serve(config: Config, ready_message: bool = True) -> None:
     names = ", ".join(server.service.scorers) or "none"
     metrics = f"; metrics: http://{config.server.host}:{server.metrics_port}/metrics" if server.metrics_port else ""
     if server.http_port is not None:
-        metrics += f"; http: http://{config.server.host}:{server.http_port}"
+        metrics = f"; http: http://{config.server.host}:{server.http_port}" + metrics
     if ready_message:
         first = next(iter(server.service.scorers), "math")
         print(

@@ -14,7 +14,8 @@ by aiohttp on its own (opt-in) port of the same process:
 
 Query parameters of the trainer routes (their URL is used verbatim, so settings travel in it):
 `options` (JSON object of per-request options), `error_score` (the reward of an item that could not
-be scored, default 0: neither trainer accepts a missing reward).
+be scored, default 0: neither trainer accepts a missing reward), `token` (the bearer token: neither
+trainer sends headers; the server writes no access log, but the trainer's config holds the URL).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 HTTP_STATUS = {"NOT_FOUND": 404, "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "RESOURCE_EXHAUSTED": 429,
                "UNAVAILABLE": 503, "UNAUTHENTICATED": 401, "DEADLINE_EXCEEDED": 504, "INTERNAL": 500}
 OPEN_PATHS = frozenset({"/health"})
+TRAINER_PATHS = ("/v1/openrlhf/", "/v1/slime/")
 def response_of_query(query: str, prompt: str) -> str:
     """OpenRLHF sends prompt + response decoded together: the response is what follows the prompt.
     A prompt that doesn't start the query (re-tokenised, truncated from the left) is looked for
@@ -142,9 +144,12 @@ class HttpEndpoint:
         if self._expected is None:
             return
         got = request.headers.get("Authorization", "").encode()
+        if "token" in request.query and request.path.startswith(TRAINER_PATHS):
+            # OpenRLHF and slime post to their URL verbatim and send no headers: the token rides in it.
+            got = f"Bearer {request.query['token']}".encode()
         if not hmac.compare_digest(got, self._expected):  # constant time: no timing oracle on the token
             raise HttpError("UNAUTHENTICATED", "missing or wrong bearer token: send the header "
-                            "'Authorization: Bearer <token>'")
+                            "'Authorization: Bearer <token>' (trainer routes: or ?token=<token> in the URL)")
 
     async def _score(self, scorer: str, items: list[Item], options: dict[str, Any],
                      request_id: str) -> tuple[list[Result], Any]:
@@ -260,10 +265,10 @@ class HttpEndpoint:
 
     def _route(self, request: web.Request) -> tuple[str, dict[str, Any], float]:
         query = request.query
-        unknown = set(query) - {"options", "error_score", "format"}
+        unknown = set(query) - {"options", "error_score", "format", "token"}
         if unknown:
             raise HttpError("INVALID_ARGUMENT", f"unknown query parameter(s) {sorted(unknown)}; accepted: "
-                            "options (JSON object), error_score (number), format (slime: dict)")
+                            "options (JSON object), error_score (number), format (slime: dict), token")
         options: dict[str, Any] = {}
         if "options" in query:
             try:
