@@ -12,6 +12,10 @@ Modes (`mode:` in the stanza):
                   centre c = the group's mean (`center: group`), the reward of the item's
                   `reference` scored as a response (`center: reference`, as in Preference-As-Reward),
                   or a number
+    progress      Rewarding Progress (scorers/progress_rewards.py): the weighted sum is a value
+                  V(prefix) scored on every prefix of the item's steps (`steps`, or the response
+                  split on `step_separator`); step_scores = A_t = V_t - V_(t-1), V_0 =
+                  `initial_value`, score = their sum; `thoughts` merges same-verdict runs first
 An item that fails in any component it needs gets that component's error.
 """
 
@@ -27,9 +31,11 @@ from rewardsvc.dataclass_dict import from_dict
 from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import NoOptions, Scorer, option
 from rewardsvc.scorers.dedupe import score_unique
+from rewardsvc.scorers.progress_rewards import progress, thought_units, unit_values
+from rewardsvc.scorers.render import split_steps
 from rewardsvc.types import ErrorCode, Item, ItemError, Result
 
-MODES = ("weighted_sum", "gated", "zscore", "shaping")
+MODES = ("weighted_sum", "gated", "zscore", "shaping", "progress")
 
 
 @dataclasses.dataclass
@@ -41,7 +47,7 @@ class Component:
 
 @dataclasses.dataclass
 class CompositeConfig:
-    mode: str = option("weighted_sum", "weighted_sum, gated, zscore or shaping")
+    mode: str = option("weighted_sum", "weighted_sum, gated, zscore, shaping or progress")
     components: list[Component] = option([], "weighted_sum/zscore/shaping: the scorers summed")
     outcome: Component | None = option(None, "gated: the outcome verifier (e.g. math)")
     process: Component | None = option(None, "gated: the process scorer (e.g. prm)")
@@ -50,6 +56,10 @@ class CompositeConfig:
     center: float | str = option("group", "shaping: group, reference, or a number")
     temperature: float = option(1.0, "shaping: sigmoid((r - center) / temperature)")
     dedupe: bool = option(True, "score identical work in a component once (as the server's `dedupe`)")
+    step_separator: str = option("\n", "progress: splits `response` into steps when an item has no `steps`")
+    initial_value: float = option(0.0, "progress: the value before the first step")
+    thoughts: bool = option(False, "progress: one unit per run of steps on the same side of thought_threshold")
+    thought_threshold: float = option(0.5, "progress: a prefix value at or above this is a good step")
 
 
 def _sigmoid(x: float) -> float:
@@ -98,6 +108,8 @@ class CompositeScorer(Scorer):
                 raise ConfigError(f"{where}: mode gated needs `outcome:` and `process:` components")
         elif not cfg.components:
             raise ConfigError(f"{where}: mode {cfg.mode} needs at least one entry in `components:`")
+        if cfg.mode == "progress" and not cfg.step_separator:
+            raise ConfigError(f"{where}: step_separator must not be empty")
         if cfg.mode == "shaping":
             if isinstance(cfg.center, str) and cfg.center not in ("group", "reference"):
                 raise ConfigError(f"{where}: center {cfg.center!r}: use group, reference or a number")
@@ -120,6 +132,8 @@ class CompositeScorer(Scorer):
 
     def check_item(self, item: Item) -> str | None:
         cfg: CompositeConfig = self.config
+        if cfg.mode == "progress" and not item.steps and not split_steps(item.response_text, cfg.step_separator):
+            return f"no steps: send `steps`, or a response with text between step separators ({cfg.step_separator!r})"
         if cfg.mode == "shaping" and cfg.center == "reference" and item.reference is None:
             return "shaping with center: reference needs the item's `reference` (a reference response)"
         for comp in self._needed():
@@ -171,6 +185,8 @@ class CompositeScorer(Scorer):
         mode = self.config.mode
         if mode == "gated":
             return await self._gated(items)
+        if mode == "progress":
+            return await self._progress(items)
         base = await self._weighted(items)
         if mode == "weighted_sum":
             return base
@@ -206,6 +222,36 @@ class CompositeScorer(Scorer):
                 score += process.weight * p.score
                 step_scores = list(p.step_scores)
             out.append(Result(id=item.id, score=score, step_scores=step_scores, details=details))
+        return out
+
+    async def _progress(self, items: Sequence[Item]) -> list[Result]:
+        cfg: CompositeConfig = self.config
+        steps_of = [list(it.steps) or split_steps(it.response_text, cfg.step_separator) for it in items]
+        prefixes = [dataclasses.replace(it, id=f"{it.id}#{t}", steps=steps[:t],
+                                        response=cfg.step_separator.join(steps[:t]))
+                    for it, steps in zip(items, steps_of) for t in range(1, len(steps) + 1)]
+        values = iter(await self._weighted(prefixes))
+        out = []
+        for item, steps in zip(items, steps_of):
+            scored = [next(values) for _ in steps]
+            bad = next((r for r in scored if r.error is not None), None)
+            if not steps:
+                out.append(Result.failed(item.id, ErrorCode.INVALID_ITEM, "no steps: send `steps`, or a response "
+                                         f"with text between step separators ({cfg.step_separator!r})"))
+            elif bad is not None:
+                assert bad.error is not None
+                k = scored.index(bad) + 1
+                msg = f"scoring the prefix of {k} step(s): {bad.error.message}"
+                out.append(Result(id=item.id, error=ItemError(bad.error.code, msg), details=bad.details))
+            else:
+                v = [r.score for r in scored]
+                details: dict[str, Any] = {"values": v, "initial_value": cfg.initial_value}
+                if cfg.thoughts:
+                    units = thought_units(v, cfg.thought_threshold)
+                    details["thoughts"] = [list(u) for u in units]
+                    v = unit_values(v, units)
+                advantages = progress(v, cfg.initial_value)
+                out.append(Result(id=item.id, score=sum(advantages), step_scores=advantages, details=details))
         return out
 
     @staticmethod

@@ -13,6 +13,7 @@ transient (errors, timeouts) are never kept.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
 import hashlib
@@ -24,6 +25,8 @@ from typing import Any
 
 from rewardsvc.scorers.base import Scorer
 from rewardsvc.types import Item, Result
+
+OFF_LOOP_CHARS = 64 << 10
 
 
 @dataclass
@@ -106,7 +109,12 @@ async def score_unique(scorer: Scorer, items: Sequence[Item], options: Any, dedu
     use_cache = cache is not None and not scorer.stochastic
     if not dedupe and not use_cache:
         return await scorer.score(items, options), stats
-    keys = _keys(scorer, items, options)
+    # Keys read the items' text (the math scorer extracts answers): past a few pages, off the event
+    # loop, so one large request can't stall the others.
+    if sum(len(it.response_text) for it in items) > OFF_LOOP_CHARS:
+        keys = await asyncio.to_thread(_keys, scorer, items, options)
+    else:
+        keys = _keys(scorer, items, options)
     if all(k is None for k in keys):
         return await scorer.score(items, options), stats
     prefix = (scorer.name, config_version(scorer), options_key(options)) if use_cache else None

@@ -12,7 +12,9 @@ A token_classification input longer than max_length is scored in step-preserving
 (scorers/step_windows.py): every step gets a score, each with the prompt and the steps before it.
 A step score is p(good step) in [0, 1]. The item's score aggregates them: min, last, product,
 mean, or pure (PURE's min-form credit: r_i = p(+) - p(-) = 2p - 1, weights softmax(-r/T),
-score = sum w_i r_i, in [-1, 1]).
+score = sum w_i r_i, in [-1, 1]), or progress (Rewarding Progress, scorers/progress_rewards.py:
+step_scores become A_t = p_t - p_(t-1), score their sum); `thoughts` merges runs of same-verdict
+steps into one unit first.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ from rewardsvc.scorers.render import (
     encode_steps_tagged,
     split_steps,
 )
+from rewardsvc.scorers.progress_rewards import progress, thought_units, unit_values
 from rewardsvc.scorers.step_windows import Window, encode_steps_windows, merge_windows
 from rewardsvc.types import ErrorCode, Item, Result
 
-AGGREGATIONS = ("min", "last", "product", "mean", "pure")
+AGGREGATIONS = ("min", "last", "product", "mean", "pure", "progress")
 
 
 @dataclasses.dataclass
@@ -59,7 +62,7 @@ class PRMConfig(PoolingFields):
     )
     positive_token: str = option("+", "step_tag, step_chat: the token meaning a good step (one token)")
     negative_token: str = option("-", "step_tag, step_chat: the token meaning a bad step (one token)")
-    aggregation: str = option("min", "default aggregation: min, last, product, mean, pure")
+    aggregation: str = option("min", "default aggregation: min, last, product, mean, pure, progress")
     max_length: int = option(
         512, "tokens per input; the prompt's start is cut first; token_classification scores longer "
         "solutions in step-preserving windows, the other formats need all steps to fit")
@@ -70,9 +73,15 @@ class PRMConfig(PoolingFields):
 @dataclasses.dataclass
 class PRMOptions:
     # The names of AGGREGATIONS: a Literal, so an unknown one fails option parsing (INVALID_ARGUMENT).
-    aggregation: Literal["", "min", "last", "product", "mean", "pure"] = option(
-        "", "min, last, product, mean or pure; empty = the configured default")
+    aggregation: Literal["", "min", "last", "product", "mean", "pure", "progress"] = option(
+        "", "min, last, product, mean, pure or progress; empty = the configured default")
     pure_temperature: float = option(0.1, "T of the pure aggregation's softmax(-r/T) weights (> 0)")
+    progress_initial: float = option(
+        0.5, "progress: the value before the first step (step_scores = p_t - p_(t-1), score = their sum)")
+    thoughts: bool = option(
+        False, "group contiguous steps with the same verdict into one thought: step_scores per thought "
+        "(its last step's value), details.thoughts = [first, last] step of each")
+    thought_threshold: float = option(0.5, "thoughts: a step with p(good) at or above this is a good step")
 
     def __post_init__(self) -> None:
         if not self.pure_temperature > 0:
@@ -233,6 +242,14 @@ class PRMScorer(PoolingScorer):
             cut = max(e.truncated_tokens for e in enc)
             if cut:
                 details["truncated_tokens"] = cut
-            score = aggregate(steps, how, options.pure_temperature)
+            if options.thoughts:  # progress rewards: scorers/progress_rewards.py
+                units = thought_units(steps, options.thought_threshold)
+                details["thoughts"] = [list(u) for u in units]
+                steps = unit_values(steps, units)
+            if how == "progress":
+                steps = progress(steps, options.progress_initial)
+                score = sum(steps)
+            else:
+                score = aggregate(steps, how, options.pure_temperature)
             results.append(Result(id=item.id, score=score, step_scores=steps, details=details))
         return results
