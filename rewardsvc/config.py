@@ -42,6 +42,14 @@ class ServerConfig:
     max_queued_items_per_scorer: int = field(
         default=100_000, metadata={"help": "items in flight per scorer beyond this get RESOURCE_EXHAUSTED"}
     )
+    max_queued_items_per_caller: int = field(
+        default=16_384, metadata={"help": "items in flight per caller (one client connection) beyond this get "
+                                          "RESOURCE_EXHAUSTED, so one caller can't fill a scorer's queue"}
+    )
+    max_stream_responses: int = field(
+        default=32, metadata={"help": "ScoreStream: requests of one stream being scored or waiting to be sent; "
+                                      "at the limit the server stops reading that stream until its client reads"}
+    )
     auth_token_file: str | None = field(
         default=None, metadata={"help": "file holding the bearer token clients must send (health is exempt)"}
     )
@@ -57,7 +65,11 @@ class ServerConfig:
         default=False, metadata={"help": "allow plaintext without auth on a non-loopback address"}
     )
     metrics_port: int | None = field(
-        default=9464, metadata={"help": "Prometheus /metrics port on `host` (0 = any free port, null = off)"}
+        default=9464, metadata={"help": "Prometheus /metrics port on `metrics_host` (0 = any free port, null = off)"}
+    )
+    metrics_host: str = field(
+        default="127.0.0.1", metadata={"help": "bind address of /metrics (loopback by default: a scraper elsewhere "
+                                               "needs it set, and gets the bearer token asked when one is configured)"}
     )
     http_port: int | None = field(
         default=None, metadata={"help": "HTTP/JSON port on `host` beside gRPC: /v1/score, OpenRLHF and slime "
@@ -65,10 +77,6 @@ class ServerConfig:
     )
     log_format: str = field(default="text", metadata={"help": "text or json (structured, one object a line)"})
     log_items: bool = field(default=False, metadata={"help": "log item text (off: prompts may be private)"})
-
-
-@dataclass
-class ScorerSpec:
     dedupe: bool = field(
         default=True, metadata={"help": "score identical work in a request once (math: same answer and reference; "
                                         "code: same program and tests; models: same input) and copy its result"}
@@ -77,6 +85,10 @@ class ScorerSpec:
         default=0, metadata={"help": "keep this many results in an LRU cache keyed by scorer config, options and "
                                      "item content (0 = off); never for stochastic scorers or failed items"}
     )
+
+
+@dataclass
+class ScorerSpec:
     """One hosted scorer: its client-facing name, registry type, and its Config object."""
 
     name: str

@@ -8,19 +8,21 @@ Result per item, in order, turning any scorer failure into per-item errors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rewardsvc import queue_clock
+from rewardsvc import caller, queue_clock
 from rewardsvc.config import Config, load_config
 from rewardsvc.dataclass_dict import from_dict
 from rewardsvc.errors import InvalidOptionsError, LimitExceededError, RewardServiceError, UnknownScorerError, quote
 from rewardsvc.registry import dependency_order, scorer_class, scorer_infos
 from rewardsvc.scorers.base import Scorer
-from rewardsvc.scorers.dedupe import ResultCache, WorkStats, score_unique
+from rewardsvc.scorers.dedupe import OFF_LOOP_CHARS, ResultCache, WorkStats, score_unique
 from rewardsvc.types import ErrorCode, Item, Result
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,9 @@ class ScoringService:
         # Items accepted and not yet answered, per scorer: the bound that keeps memory flat
         # under overload, and the queue-depth gauge.
         self.in_flight: dict[str, int] = {}
+        # The same per caller (rewardsvc.caller), so one caller can't fill a scorer's whole queue.
+        self.in_flight_by_caller: dict[str, int] = {}
+        self._request_ids = itertools.count()
         # Identical work scored once (scorers/dedupe.py); totals per scorer for /metrics.
         cache_items = self.config.server.result_cache_items
         self.result_cache = ResultCache(cache_items) if cache_items > 0 else None
@@ -144,11 +149,29 @@ class ScoringService:
                 f"scorer {scorer_name!r} has {busy} items in flight; accepting {len(items)} more would pass "
                 f"max_queued_items_per_scorer={bound}: retry with backoff"
             )
+        # Whom this work is for: the transport's caller (a connection), else this request alone.
+        key = caller.current()
+        named = key is not None
+        key = key if named else f"request-{next(self._request_ids)}"
+        per_caller = self.config.server.max_queued_items_per_caller
+        mine = self.in_flight_by_caller.get(key, 0)
+        if mine + len(items) > per_caller:
+            raise LimitExceededError(
+                f"this caller (connection) has {mine} items in flight; accepting {len(items)} more would pass "
+                f"max_queued_items_per_caller={per_caller}: wait for results before sending more"
+            )
         self.in_flight[scorer_name] = busy + len(items)
+        self.in_flight_by_caller[key] = mine + len(items)
         try:
-            return await self._score_accepted(scorer, items, opts)
+            with contextlib.nullcontext() if named else caller.acting_for(key):
+                return await self._score_accepted(scorer, items, opts)
         finally:
             self.in_flight[scorer_name] -= len(items)
+            left = self.in_flight_by_caller[key] - len(items)
+            if left:
+                self.in_flight_by_caller[key] = left
+            else:
+                del self.in_flight_by_caller[key]
 
     async def _score_accepted(
         self, scorer: Scorer, items: Sequence[Item], opts: Any
@@ -158,8 +181,13 @@ class ScoringService:
         results: list[Result | None] = [None] * len(items)
         todo: list[int] = []
         max_chars = self.config.server.max_text_chars
-        for i, item in enumerate(items):
-            why = self._check(scorer, item, max_chars)
+        # Checks read the text (the code scorer parses its tests): a large request is checked off
+        # the event loop, so it can't stall the other calls (health checks included).
+        if sum(len(it.response_text) + len(it.reference or "") for it in items) > OFF_LOOP_CHARS:
+            whys = await asyncio.to_thread(lambda: [self._check(scorer, it, max_chars) for it in items])
+        else:
+            whys = [self._check(scorer, it, max_chars) for it in items]
+        for i, (item, why) in enumerate(zip(items, whys)):
             if why is None:
                 todo.append(i)
             else:

@@ -89,12 +89,13 @@ class ServerProcess:
             self.kill()
         self._tmp.cleanup()
 
-    def metrics(self) -> str:
-        """The server's Prometheus /metrics text."""
+    def metrics(self, token: str | None = None) -> str:
+        """The server's Prometheus /metrics text (with `token` as the bearer token, if given)."""
         import urllib.request
 
-        url = next(line for line in self.output if "metrics: http" in line).split("metrics: ")[1].strip()
-        return urllib.request.urlopen(url, timeout=10).read().decode()
+        url = next(m.group(1) for line in self.output if (m := re.search(r"metrics: (http://\S+?/metrics)", line)))
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10).read().decode()
 
     def wait_in_flight(self, scorer: str, n: int, timeout_s: float = 60.0) -> None:
         """Block until the server has accepted `n` items for `scorer` that are not yet answered."""

@@ -76,9 +76,9 @@ def test_stream_answers_each_request_with_its_id_fast_ones_first(math_server) ->
     by_id = {r.request_id: r for r in responses}
     for i in range(3):
         assert by_id[f"fast{i}"].results[0].score == 1.0
-    # A request-level error inside a stream becomes per-item errors, the stream goes on.
-    assert by_id["unknown"].results[0].error.code == pb.INVALID_ITEM
-    assert "no scorer named" in by_id["unknown"].results[0].error.message
+    # A request-level error inside a stream is said once, in the response's `error`; the stream goes on.
+    assert by_id["unknown"].error.code == "NOT_FOUND" and not by_id["unknown"].results
+    assert "no scorer named" in by_id["unknown"].error.message
 
 
 def test_metadata_reports_queue_time_when_items_wait_for_a_worker(math_server) -> None:

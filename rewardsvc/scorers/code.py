@@ -11,9 +11,12 @@ import shutil
 import sys
 from collections.abc import Hashable, Mapping, Sequence
 
+from rewardsvc import caller
 from rewardsvc.scorers.base import Scorer, option
+from rewardsvc.scorers.offload import off_loop
 from rewardsvc.types import ErrorCode, Item, Result, Text
 from rewardsvc.verifiers.code.extract import ItemTests, extract_program, parse_reference
+from rewardsvc.verifiers.fairgate import FairGate
 from rewardsvc.verifiers.code.cgroups import SlotCgroup, cgroups_available, remove_stale_cgroups
 from rewardsvc.verifiers.code.harness_install import install_harness, python_binds
 from rewardsvc.verifiers.code.report import RunOutcome
@@ -81,7 +84,7 @@ class SandboxPool:
         self.tail_bytes = tail_bytes
         self.max_processes = max_processes
         self.memory_bytes = memory_bytes
-        self.waiting = 0
+        self._gate = FairGate(len(slots))
         self._free: asyncio.Queue[Slot] = asyncio.Queue()
         self._zygotes: dict[int, Zygote] = {}
 
@@ -103,20 +106,24 @@ class SandboxPool:
         self._zygotes[slot.index] = zygote
         return zygote
 
-    async def run(self, payload: dict, limits: RunLimits) -> RunOutcome:
-        if self._free.empty() and self.waiting >= self.queue_limit:
+    @property
+    def waiting(self) -> int:
+        return self._gate.waiting
+
+    async def run(self, payload: dict, limits: RunLimits, caller: Hashable = None) -> RunOutcome:
+        """Run one item in the next free sandbox; waiting items get sandboxes round-robin across
+        callers (`caller`: whose item it is), so one caller's queue can't hold back another's."""
+        if self._gate.waiting >= self.queue_limit:
             raise PoolFullError(f"{self.waiting} items already wait for one of {len(self.slots)} sandboxes "
                                 f"(queue_limit={self.queue_limit}); retry later")
-        self.waiting += 1
-        try:
-            slot = await self._free.get()
-        finally:
-            self.waiting -= 1
+        await self._gate.acquire(caller)
+        slot = self._free.get_nowait()  # a gate slot always has a sandbox slot to go with it
         try:
             zygote = await self._ensure(slot)
             return await zygote.run(payload, limits)
         finally:
             self._free.put_nowait(slot)
+            self._gate.release()
 
     async def close(self) -> None:
         zygotes, self._zygotes = list(self._zygotes.values()), {}
@@ -265,14 +272,12 @@ class CodeScorer(Scorer):
     async def _one(self, item: Item, options: CodeOptions) -> Result:
         assert self.pool is not None and self.settings is not None
         try:
-            tests = parse_reference(item.reference)
+            tests, payload = await off_loop(_payload, item)  # parsing and extraction read the whole text
         except ValueError as exc:
             return Result.failed(item.id, ErrorCode.INVALID_ITEM, str(exc))
         limits = self._limits(tests, options.timeout_s, tests.memory_mb)
-        payload = {**tests.payload(), "code": tests.program(extract_program(item.response_text)),
-                   "prompt": problem_text(item.prompt) if tests.style == "check" else ""}
         try:
-            outcome = await self.pool.run(payload, limits)
+            outcome = await self.pool.run(payload, limits, caller.current())
         except PoolFullError as exc:
             return Result.failed(item.id, ErrorCode.RESOURCE_EXHAUSTED, str(exc))
         except (OSError, RuntimeError) as exc:  # a slot's sandbox could not be (re)started
@@ -281,6 +286,13 @@ class CodeScorer(Scorer):
                                  verdict="sandbox_error")
         note = f"timeout_s={limits.timeout_s:g}, memory_mb={limits.memory_mb}, max_output_bytes={limits.max_output_bytes}"
         return make_result(item.id, outcome, options.all_or_nothing, note)
+
+
+def _payload(item: Item) -> tuple[ItemTests, dict]:
+    """The item's tests and what the sandbox runs for it."""
+    tests = parse_reference(item.reference)
+    return tests, {**tests.payload(), "code": tests.program(extract_program(item.response_text)),
+                   "prompt": problem_text(item.prompt) if tests.style == "check" else ""}
 
 
 def problem_text(prompt: Text) -> str:

@@ -16,16 +16,16 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from rewardsvc import messages
+from rewardsvc import caller, messages
 from rewardsvc.config import Config, ServerConfig
 from rewardsvc.errors import ConfigError, RewardServiceError
+from rewardsvc.logs import safe
 from rewardsvc.server.auth import BearerTokenInterceptor, load_token
 from rewardsvc.server.http import HttpEndpoint
 from rewardsvc.server.http import ssl_context as http_ssl_context
 from rewardsvc.server.prometheus import Metrics
-from rewardsvc.service import ScoringService, ServingCore
-from rewardsvc.types import ErrorCode, Result
 from rewardsvc.server.reward_health import health_to_pb, reward_health
+from rewardsvc.service import ScoringService, ServingCore
 from rewardsvc.v1 import reward_pb2 as pb
 from rewardsvc.v1 import reward_pb2_grpc as pb_grpc
 
@@ -33,13 +33,8 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RewardService"].full_name
 
-# A request-level error inside ScoreStream can't end the stream for the other requests, so it
-# becomes the same error on each of that request's items.
-_STREAM_ERROR_CODES = {
-    "NOT_FOUND": ErrorCode.INVALID_ITEM,
-    "INVALID_ARGUMENT": ErrorCode.INVALID_ITEM,
-    "RESOURCE_EXHAUSTED": ErrorCode.RESOURCE_EXHAUSTED,
-}
+#: Requests of one ScoreStream scored or waiting to be sent at once, unless configured.
+DEFAULT_STREAM_RESPONSES = 32
 
 
 class CallContext(Protocol):
@@ -51,15 +46,20 @@ class CallContext(Protocol):
 class RewardServicer(pb_grpc.RewardServiceServicer):
     """rewardsvc.v1 over a ServingCore: protobuf in and out, request-level errors as status codes."""
 
-    def __init__(self, service: ServingCore, metrics: Metrics | None = None, log_items: bool = False) -> None:
+    def __init__(self, service: ServingCore, metrics: Metrics | None = None, log_items: bool = False,
+                 max_stream_responses: int = DEFAULT_STREAM_RESPONSES) -> None:
         self.service = service
         self.metrics = metrics
         self.log_items = log_items
+        self.max_stream_responses = max_stream_responses
         self.ready = False
 
-    async def _score(self, request: pb.ScoreRequest) -> pb.ScoreResponse:
+    async def _score(self, request: pb.ScoreRequest, peer: str | None = None) -> pb.ScoreResponse:
         if not self.ready:
             raise _NotReady()
+        if peer is not None:  # the caller is the client's connection: queues take turns between them
+            with caller.acting_for(peer):
+                return await self._score(request)
         t0 = time.perf_counter()
         code = "OK"
         errors: dict[str, int] = {}
@@ -87,19 +87,20 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
                 m.latency.labels(label).observe(elapsed)
                 for ecode, n in errors.items():
                     m.item_errors.labels(label, ecode).inc(n)
-            fields = {"request_id": request.request_id, "scorer": request.scorer[:100], "items": len(request.items),
-                      "item_errors": sum(errors.values()), "code": code, "ms": round(elapsed * 1000, 1)}
+            fields = {"request_id": safe(request.request_id), "scorer": safe(request.scorer),
+                      "items": len(request.items), "item_errors": sum(errors.values()), "code": code,
+                      "ms": round(elapsed * 1000, 1)}
             if self.log_items:
-                fields["item_ids"] = [i.id for i in request.items][:100]
+                fields["item_ids"] = [safe(i.id) for i in request.items[:100]]
                 fields["responses"] = [i.response_text[:200] for i in request.items][:100]
             log.info("score %s", " ".join(f"{k}={v}" for k, v in fields.items() if k != "responses"), extra=fields)
-        return pb.ScoreResponse(
-            request_id=request.request_id,
         # Reward health (server/reward_health.py): in the response, and counted for /metrics.
         if self.metrics is not None:
             health = self.metrics.observe_health(label, items, results)
         else:
             health = reward_health(items, results)
+        return pb.ScoreResponse(
+            request_id=request.request_id,
             scorer=request.scorer,
             results=[messages.result_to_pb(r) for r in results],
             metadata=pb.ScoreMetadata(
@@ -111,7 +112,7 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
 
     async def Score(self, request: pb.ScoreRequest, context: CallContext) -> pb.ScoreResponse:
         try:
-            return await self._score(request)
+            return await self._score(request, _peer(context))
         except _NotReady:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "server is still loading its scorers; retry shortly")
         except RewardServiceError as exc:
@@ -121,28 +122,35 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
     async def ScoreStream(
         self, request_iterator: AsyncIterator[pb.ScoreRequest], context: CallContext | None
     ) -> AsyncIterator[pb.ScoreResponse]:
-        out: asyncio.Queue[pb.ScoreResponse | None] = asyncio.Queue()
+        """Requests are scored concurrently and answered as they finish. A request is read only
+        when fewer than `max_stream_responses` of this stream's requests are being scored or wait
+        to be sent: a client that stops reading responses stops the server reading its requests
+        (gRPC flow control then stops the client), instead of growing the server's memory."""
+        peer = _peer(context)
+        slots = asyncio.Semaphore(self.max_stream_responses)
+        out: asyncio.Queue[pb.ScoreResponse | None] = asyncio.Queue()  # holds at most that many
         tasks: set[asyncio.Task] = set()
 
         async def one(request: pb.ScoreRequest) -> None:
             try:
-                response = await self._score(request)
-            except (RewardServiceError, _NotReady) as exc:
-                code = _STREAM_ERROR_CODES.get(getattr(exc, "grpc_code", ""), ErrorCode.INTERNAL)
-                if isinstance(exc, _NotReady):
-                    code, msg = ErrorCode.RESOURCE_EXHAUSTED, "server is still loading its scorers; retry"
-                else:
-                    msg = str(exc)
-                response = pb.ScoreResponse(
-                    request_id=request.request_id,
-                    scorer=request.scorer,
-                    results=[messages.result_to_pb(Result.failed(i.id, code, msg)) for i in request.items],
-                )
+                response = await self._score(request, peer)
+            except _NotReady:
+                response = _request_error(request, "UNAVAILABLE", "server is still loading its scorers; retry shortly")
+            except RewardServiceError as exc:
+                response = _request_error(request, exc.grpc_code, str(exc))
+            except Exception as exc:  # a bug must not leave the request unanswered
+                log.exception("ScoreStream request %s failed", safe(request.request_id))
+                response = _request_error(request, "INTERNAL", f"{type(exc).__name__}: {safe(exc, 500)}")
             await out.put(response)
 
         async def reader() -> None:
             try:
-                async for request in request_iterator:
+                while True:
+                    await slots.acquire()  # released once this request's response is sent
+                    try:
+                        request = await anext(request_iterator)
+                    except StopAsyncIteration:
+                        break
                     task = asyncio.create_task(one(request))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
@@ -155,6 +163,7 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
         try:
             while (response := await out.get()) is not None:
                 yield response
+                slots.release()
         finally:
             reader_task.cancel()
             for t in list(tasks):
@@ -178,6 +187,23 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
 
 class _NotReady(Exception):
     pass
+
+
+def _request_error(request: pb.ScoreRequest, code: str, message: str) -> pb.ScoreResponse:
+    """A ScoreStream request that failed as a whole: the error once, whatever the request's size."""
+    return pb.ScoreResponse(request_id=request.request_id, scorer=request.scorer[:200],
+                            error=pb.RequestError(code=code, message=message))
+
+
+def _peer(context: object) -> str | None:
+    """The client's connection ("ipv4:127.0.0.1:54321"): the caller whose turn queues take."""
+    peer = getattr(context, "peer", None)
+    if peer is None:
+        return None
+    try:
+        return str(peer())
+    except Exception:  # a context that can't say (the Ray proxy's): each request its own caller
+        return None
 
 
 def _parse(cls: type, data: bytes) -> object:
@@ -232,7 +258,8 @@ class RewardServer:
         self.config = config
         self.service = ScoringService(config)
         self.metrics = Metrics(self.service)
-        self.servicer = RewardServicer(self.service, self.metrics, config.server.log_items)
+        self.servicer = RewardServicer(self.service, self.metrics, config.server.log_items,
+                                       config.server.max_stream_responses)
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
         self.metrics_port: int | None = None
@@ -279,9 +306,9 @@ class RewardServer:
             raise OSError(f"cannot bind {bind} ({exc}); is another server using that port?") from None
         if cfg.metrics_port is not None:
             try:
-                self.metrics_port = self.metrics.serve(cfg.host, cfg.metrics_port)
+                self.metrics_port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port, token)
             except OSError as exc:
-                raise OSError(f"cannot bind the metrics port {cfg.host}:{cfg.metrics_port} ({exc}); "
+                raise OSError(f"cannot bind the metrics port {cfg.metrics_host}:{cfg.metrics_port} ({exc}); "
                               "set server.metrics_port to another port, 0 for any, or null to disable") from None
         if cfg.http_port is not None:
             self.http = HttpEndpoint(self.service, cfg, token, lambda: self.servicer.ready, self.metrics)
@@ -324,7 +351,8 @@ async def serve(config: Config, ready_message: bool = True) -> None:
     t0 = time.perf_counter()
     await server.start()
     names = ", ".join(server.service.scorers) or "none"
-    metrics = f"; metrics: http://{config.server.host}:{server.metrics_port}/metrics" if server.metrics_port else ""
+    metrics = (f"; metrics: http://{config.server.metrics_host}:{server.metrics_port}/metrics"
+               if server.metrics_port else "")
     if server.http_port is not None:
         metrics = f"; http: http://{config.server.host}:{server.http_port}" + metrics
     if ready_message:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
 import math
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from rewardsvc.server.reward_health import MAX_VERDICTS, HealthWindows, RewardHealth, reward_health
@@ -76,9 +81,19 @@ class Metrics:
         self.health_windows.add(scorer, items, results)
         return health
 
-    def serve(self, host: str, port: int) -> int:
-        """Start the /metrics HTTP endpoint; returns the bound port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, token: str | None = None) -> int:
+        """Start the /metrics HTTP endpoint on a daemon thread; returns the bound port. With `token`,
+        a scrape must send `Authorization: Bearer <token>` (Prometheus: `authorization:
+        credentials_file:`), like every gRPC call: metrics name the scorers and their traffic."""
+        app = make_wsgi_app(self.registry)
+        if token:
+            app = _bearer_only(app, token)
+
+        class Server(ThreadingWSGIServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        server = make_server(host.strip("[]"), port, app, Server, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="rewardsvc-metrics", daemon=True).start()
         self._http = server
         return server.server_address[1]
 
@@ -150,3 +165,24 @@ class _HealthAndWork(Collector):
         entries = GaugeMetricFamily("rewardsvc_result_cache_entries", "Results held in the result cache")
         entries.add_metric([], float(len(cache)) if cache is not None else 0.0)
         yield entries
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not worth a log line each."""
+
+
+def _bearer_only(app: Callable[..., Iterable[bytes]], token: str) -> Callable[..., Iterable[bytes]]:
+    """`app` behind the server's bearer token: anything else gets 401."""
+    expected = f"Bearer {token}".encode()
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        got = environ.get("HTTP_AUTHORIZATION", "").encode("latin-1", "replace")
+        if hmac.compare_digest(got, expected):  # constant time: no timing oracle on the token
+            return app(environ, start_response)
+        start_response("401 Unauthorized", [("Content-Type", "text/plain; charset=utf-8"),
+                                             ("WWW-Authenticate", 'Bearer realm="rewardsvc"')])
+        return [b"missing or wrong bearer token: send the header 'Authorization: Bearer <token>' "
+                b"(Prometheus: authorization.credentials_file)\n"]
+
+    return guarded

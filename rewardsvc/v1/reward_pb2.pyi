@@ -149,17 +149,27 @@ class RewardHealth(_message.Message):
     length_correlation: float
     def __init__(self, groups: _Optional[int] = ..., flat_groups: _Optional[int] = ..., all_zero_groups: _Optional[int] = ..., scored_items: _Optional[int] = ..., error_items: _Optional[int] = ..., score_mean: _Optional[float] = ..., score_std: _Optional[float] = ..., score_min: _Optional[float] = ..., score_max: _Optional[float] = ..., verdicts: _Optional[_Mapping[str, int]] = ..., length_correlation: _Optional[float] = ...) -> None: ...
 
+class RequestError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
 class ScoreResponse(_message.Message):
-    __slots__ = ("request_id", "scorer", "results", "metadata")
+    __slots__ = ("request_id", "scorer", "results", "metadata", "error")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SCORER_FIELD_NUMBER: _ClassVar[int]
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     scorer: str
     results: _containers.RepeatedCompositeFieldContainer[Result]
     metadata: ScoreMetadata
-    def __init__(self, request_id: _Optional[str] = ..., scorer: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., metadata: _Optional[_Union[ScoreMetadata, _Mapping]] = ...) -> None: ...
+    error: RequestError
+    def __init__(self, request_id: _Optional[str] = ..., scorer: _Optional[str] = ..., results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ..., metadata: _Optional[_Union[ScoreMetadata, _Mapping]] = ..., error: _Optional[_Union[RequestError, _Mapping]] = ...) -> None: ...
 
 class ListScorersRequest(_message.Message):
     __slots__ = ()

@@ -9,32 +9,53 @@ from typing import Any
 
 from rewardsvc.verifiers.code import apps
 
-_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[ \t]*([^\s`]*)[^\n`]*$")
+# An opening fence line: up to 3 spaces, 3+ backticks or tildes, an optional language tag (CommonMark).
+_OPENER = re.compile(r"[ \t]{0,3}(`{3,}|~{3,})[ \t]*([^\s`]*)[^\n`]*")
+_RUN = re.compile(r"`{3,}|~{3,}")
+# What str.splitlines() breaks lines at besides "\n", mapped to "\n" one for one: positions keep, and
+# the scan below is C regex work plus a few steps per fence-like line (a per-line Python loop took
+# seconds on a few MB of newlines).
+_OTHER_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 PYTHON_TAGS = frozenset({"python", "py", "python3", "py3", "pycon"})
 
 
 def fenced_blocks(text: str) -> list[tuple[str, str]]:
-    """(language tag, body) of each fenced block, in order; an unclosed last fence runs to the end."""
+    """(language tag, body) of each fenced block, in order; an unclosed last fence runs to the end.
+    A block closes at a line of nothing but at least as many of its fence characters."""
+    if "```" not in text and "~~~" not in text:
+        return []
+    lines = _OTHER_BREAKS.sub("\n", text)
+    search, rfind, find = _RUN.search, lines.rfind, lines.find
     blocks: list[tuple[str, str]] = []
-    lines = text.splitlines(keepends=True)
-    i = 0
-    while i < len(lines):
-        m = _FENCE.match(lines[i].rstrip("\r\n"))
-        if not m:
-            i += 1
+    fence, tag, body = "", "", 0  # the open block, if `fence`
+    pos = line_start = 0  # line_start: where the line holding `pos` starts
+    while (run := search(lines, pos)) is not None:
+        at = run.start()
+        newline = rfind("\n", pos, at)
+        start = line_start if newline < 0 else newline + 1
+        end = find("\n", run.end())
+        if end < 0:
+            end = len(lines)
+        pos = line_start = end + 1  # a line is looked at once, at its first run
+        if at != start and not lines[start:at].isspace():
+            continue  # text before the run: not a fence line
+        if not fence:
+            m = _OPENER.fullmatch(lines, start, end)
+            if m is not None:
+                fence, tag, body = m.group(1), m.group(2).lower(), _next_line(text, end)
             continue
-        fence, tag = m.group(1), m.group(2).lower()
-        body: list[str] = []
-        i += 1
-        while i < len(lines):
-            stripped = lines[i].strip()
-            if stripped.startswith(fence[0] * len(fence)) and set(stripped) == {fence[0]}:
-                break
-            body.append(lines[i])
-            i += 1
-        blocks.append((tag, "".join(body)))
-        i += 1
+        closing = lines[start:end].strip()
+        if len(closing) >= len(fence) and closing.count(fence[0]) == len(closing):
+            blocks.append((tag, text[body:start]))
+            fence = ""
+    if fence:
+        blocks.append((tag, text[body:]))
     return blocks
+
+
+def _next_line(text: str, line_end: int) -> int:
+    """Where the line ending at `line_end` is followed by the next one ("\r\n" is one break)."""
+    return line_end + (2 if text.startswith("\r\n", line_end) else 1)
 
 
 def extract_program(response: str) -> str:
