@@ -15,6 +15,7 @@ import urllib.request
 import aiohttp
 import pytest
 
+from readme_snippets import trainer_snippet
 from support import ServerProcess
 from trainer_sources import trainer_source
 
@@ -67,11 +68,17 @@ def test_v1_score_takes_the_readmes_json_items_and_never_fails_the_batch(server)
     assert status == 404 and body["error"]["code"] == "NOT_FOUND"
 
 
+def readme_url(srv: ServerProcess, trainer: str, flag: str) -> str:
+    """The URL of the README's command line for `trainer`, pointed at this server."""
+    url = re.search(rf'{flag} "([^"]+)"', trainer_snippet(trainer, "bash")).group(1)
+    return url.replace("http://10.0.0.5:8080", http_base(srv)).replace("$REWARDSVC_AUTH_TOKEN", TOKEN)
+
+
 def test_openrlhfs_own_request_code_gets_rewards(server) -> None:
     trainer_source()
     from openrlhf.utils.agent import SingleTurnAgentExecutor  # the real module (openrlhf 0.11.2)
 
-    url = f"{http_base(server)}/v1/openrlhf/math?token={TOKEN}"  # --reward.remote_url, verbatim
+    url = readme_url(server, "OpenRLHF", "--reward.remote_url")  # used verbatim, as OpenRLHF does
     executor = SingleTurnAgentExecutor(remote_rm_url=url)
     prompt = "<|im_start|>user\nWhat is 6 * 7?<|im_end|>\n<|im_start|>assistant\n"
     # agent.py: query = decode(prompt + action tokens, skip_special_tokens=False)
@@ -110,7 +117,7 @@ async def slime_remote_rm(rm_url: str, prompt, response: str, label, max_retries
 
 
 def test_slimes_request_shape_gets_a_reward(server) -> None:
-    base = f"{http_base(server)}/v1/slime/math?token={TOKEN}"  # --rm-type remote_rm --rm-url
+    base = readme_url(server, "slime", "--rm-url")  # --rm-type remote_rm --rm-url, verbatim
     chat = [{"role": "user", "content": "What is 6 * 7?"}]  # Sample.prompt: str | list[dict]
     assert asyncio.run(slime_remote_rm(base, "What is 6 * 7?", "\\boxed{42}", "42")) == 1.0
     assert asyncio.run(slime_remote_rm(base, chat, "so 41<|im_end|>", "42")) == 0.0
