@@ -56,19 +56,26 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError(f"{where}: expected an integer, got {quote(value)}")
-        as_float = float(value)
+        as_float = _number(value, where, "an integer")
         if not as_float.is_integer():
             raise ValueError(f"{where}: expected an integer, got {quote(value)}")
         return int(as_float)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ValueError(f"{where}: expected a number, got {quote(value)}")
-        return float(value)
+        return _number(value, where, "a number")
     if hint is str:
         if not isinstance(value, (str, int, float)):
             raise ValueError(f"{where}: expected a string, got {type(value).__name__}")
         return str(value)
     return value
+
+
+def _number(value: Any, where: str, what: str) -> float:
+    try:
+        return float(value)
+    except ValueError:  # a string that is no number: say which field, not just float()'s complaint
+        raise ValueError(f"{where}: expected {what}, got {str(value)[:100]!r}") from None
 
 
 def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse

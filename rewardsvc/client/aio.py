@@ -6,7 +6,7 @@ import asyncio
 import random
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -247,13 +247,17 @@ class AsyncRewardClient:
         items: Sequence[ItemLike],
         *,
         timeout_s: float | None = None,
-        **options: Any,
+        options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> list[Result]:
-        """One Result per item, in input order. Items are dicts (the JSONL form) or Items."""
+        """One Result per item, in input order. Items are dicts (the JSONL form) or Items.
+
+        Scorer options are keyword arguments, or `options={...}`: the way to send an option whose
+        name the client uses itself (a scorer's `timeout_s`; `timeout_s=` here is the call's deadline)."""
         typed = [as_item(x, i) for i, x in enumerate(items)]
         if not typed:
             return []
-        struct = messages.options_to_struct(options)
+        struct = messages.options_to_struct({**(options or {}), **kwargs})
         gate = asyncio.Semaphore(self.max_in_flight)
         timeout = self.timeout_s if timeout_s is None else timeout_s
         results: list[Result | None] = [None] * len(typed)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, Callable, TypeVar
 
 from rewardsvc.client.aio import AsyncRewardClient, ItemLike
@@ -38,9 +38,9 @@ class RewardClient:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def score(self, scorer: str, items: Sequence[ItemLike], *, timeout_s: float | None = None,
-              **options: Any) -> list[Result]:
+              options: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Result]:
         """One Result per item, in input order (see AsyncRewardClient.score)."""
-        return self._run(self._aio.score(scorer, items, timeout_s=timeout_s, **options))
+        return self._run(self._aio.score(scorer, items, timeout_s=timeout_s, options=options, **kwargs))
 
     def list_scorers(self) -> list[dict[str, Any]]:
         return self._run(self._aio.list_scorers())

@@ -122,8 +122,8 @@ async def stream_scores(chunks: Iterator[Chunk], call: ScoreCall, out: TextIO, c
         totals.lines += len(results)
         totals.items += sum(1 for e in chunk.entries if isinstance(e, Item))
         totals.errors += sum(1 for r in results if r.error is not None)
-        bar.update(chunk.nbytes)
         bar.set_postfix(results=totals.lines, errors=totals.errors, refresh=False)
+        bar.update(chunk.nbytes)
 
     async def drain_one() -> None:
         chunk, task = pending.popleft()
@@ -209,7 +209,7 @@ async def _score(args: argparse.Namespace, options: dict[str, Any], chunks: Iter
         async with AsyncRewardClient(args.address, timeout_s=args.timeout, chunk_size=args.batch_size,
                                      **client_kwargs(args)) as client:
             async def call(items: Sequence[Item]) -> list[Result]:
-                return await client.score(args.scorer, list(items), **options)
+                return await client.score(args.scorer, list(items), options=options)
 
             return await stream_scores(chunks, call, out, args.concurrency, bar, args.address)
     from rewardsvc.config import load_config

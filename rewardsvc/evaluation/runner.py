@@ -149,7 +149,7 @@ async def score_items(
                     f"the server at {address} has no scorer {scorer!r}; it hosts {sorted(names)}")
 
             async def call(chunk: list[Item]) -> list[Result]:
-                return await client.score(scorer, chunk, **opts)
+                return await client.score(scorer, chunk, options=opts)  # a scorer's timeout_s is an option, not the deadline
 
             results = await _score_chunks(call, items, batch_size, concurrency, progress, f"{scorer}@{address}")
         target = f"remote {address}"
