@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from rewardsvc.progress import progress_bar
 from rewardsvc.trainers.batches import make_batches
 from rewardsvc.trainers.checkpoints import (
     CHECKPOINTS,
@@ -95,8 +95,9 @@ class Trainer:
         cfg, task = self.config, self.task
         self._setup()
         state, total, accum = self.state, self.total, cfg.gradient_accumulation_steps
-        self.bar = tqdm(total=total, initial=state.step, disable=not (cfg.progress and self.ranks.main),
-                        desc=type(task).__name__, unit="step", dynamic_ncols=True)
+        # A bar on a terminal; in `make install`'s output or a job log, a line per 5% with loss and ETA.
+        self.bar = progress_bar(total, type(task).__name__, unit="step", initial=state.step,
+                                enabled=cfg.progress and self.ranks.main)
         if cfg.eval_on_start and task.eval and state.step == 0:
             self._evaluate()
         interrupted = False
@@ -254,8 +255,8 @@ class Trainer:
         window.samples += step_samples
         for n, v in step_metrics.items():
             window.metrics.setdefault(n, []).append(v)
-        self.bar.update(1)
         self.bar.set_postfix({n: f"{v:.3f}" for n, v in step_metrics.items()}, refresh=False)
+        self.bar.update(1)  # after the postfix: a progress line shows this step's loss
         if state.step % cfg.logging_steps == 0 or state.step == self.total:
             self._log_window(lr, grad_norm, epoch_batches=len(batches))
 

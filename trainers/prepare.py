@@ -40,7 +40,7 @@ def default_rm_config(output_dir: Path) -> Any:
         warmup_ratio=0.1,
         max_steps=60,
         seed=0,
-        progress=False,
+        progress=True,  # a line per 5% of the steps with loss and ETA in `make install`'s output
         overwrite_output_dir=True,
     )
 
@@ -66,7 +66,7 @@ def default_prm_config(output_dir: Path) -> Any:
         warmup_ratio=0.1,
         max_steps=80,
         seed=0,
-        progress=False,
+        progress=True,  # a line per 5% of the steps with loss and ETA in `make install`'s output
         overwrite_output_dir=True,
     )
 
