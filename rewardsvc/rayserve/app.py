@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -30,10 +30,12 @@ from ray.serve.config import gRPCOptions
 from ray.serve.exceptions import ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from rewardsvc import messages
 from rewardsvc.config import Config, ScorerSpec
 from rewardsvc.errors import ConfigError, RewardServiceError, UnknownScorerError
-from rewardsvc.rayserve.layout import deployment_order, fit_workers, peer_names
+from rewardsvc.rayserve.layout import INGRESS_NAME, asks, deployment_order, fit_workers, peer_names, with_cpu_defaults
 from rewardsvc.rayserve.options import RayConfig
+from rewardsvc.rayserve.startup import cluster_resources, plan_lines, wait_running
 from rewardsvc.registry import scorer_class, scorer_infos
 from rewardsvc.scorers.base import Scorer
 from rewardsvc.server.app import SERVICE_NAME, RewardServicer
@@ -49,7 +51,6 @@ SERVICER_FUNCTIONS = [
     "rewardsvc.v1.reward_pb2_grpc.add_RewardServiceServicer_to_server",
     "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
 ]
-INGRESS_NAME = "Ingress"
 # The replica went away (killed, node lost, scaled down) before answering: not a scoring failure.
 REPLICA_GONE = (ray.exceptions.RayActorError, ReplicaUnavailableError)
 REPLICA_RETRIES = 6
@@ -172,6 +173,8 @@ class Ingress:
         self.servicer = RewardServicer(ServeBackedService(handles, infos), None, log_items)
         self.servicer.ready = True  # Serve sends traffic only once every deployment is up
         self.expected = f"Bearer {token}" if token else None
+        # As the plain server: one health name per scorer (Serve sends traffic only once all run).
+        self.health_names = {"", SERVICE_NAME} | {messages.health_service(name) for name in handles}
 
     def _authorized(self, context: Any) -> bool:
         if self.expected is None:
@@ -203,7 +206,7 @@ class Ingress:
 
     async def Check(self, request: health_pb2.HealthCheckRequest, grpc_context: Any) -> health_pb2.HealthCheckResponse:
         # Open without a token, like the plain server: kubelet probes carry none.
-        if request.service not in ("", SERVICE_NAME):
+        if request.service not in self.health_names:
             grpc_context.set_code(grpc.StatusCode.NOT_FOUND)
             grpc_context.set_details(f"unknown service {request.service!r}")
             raise _Aborted("unknown service")
@@ -216,12 +219,13 @@ class Ingress:
 
 def build_app(config: Config) -> serve.Application:
     """The bound application: scorer deployments in dependency order, then the ingress over them."""
-    rc: RayConfig = config.ray or RayConfig()
+    # Unset num_cpus is 1 here; `start` has already sized them for a local Ray it started.
+    rc = with_cpu_defaults(config.ray or RayConfig(), [s.name for s in config.scorers], None)
     bound: dict[str, serve.Application] = {}
     for name in deployment_order(config):
         spec = next(s for s in config.scorers if s.name == name)
         opts = rc.for_scorer(name)
-        fitted = fit_workers(spec, opts.ray_actor_options.num_cpus)
+        fitted = fit_workers(spec, opts.ray_actor_options.num_cpus or 0.0)
         cfg = dataclasses.replace(config, scorers=[fitted if s.name == name else s for s in config.scorers])
         deployment = serve.deployment(ScorerDeployment).options(name=name, **opts.to_serve())
         bound[name] = deployment.bind(cfg, name, {p: bound[p] for p in peer_names(spec)})
@@ -250,18 +254,33 @@ def check_servable(config: Config) -> None:
         )
 
 
-def start(config: Config, address: str | None = None) -> str:
-    """Deploy the application on Ray (connecting or starting it); returns the gRPC address clients use."""
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def start(config: Config, address: str | None = None, say: Callable[[str], None] = _say) -> str:
+    """Deploy the application on Ray (connecting or starting it), reporting each deployment's replicas as
+    they start; returns the gRPC address clients use. RayStartError after ray.start_timeout_s."""
     check_servable(config)
     rc: RayConfig = config.ray or RayConfig()
     port = rc.grpc_port or config.server.port or free_port()
     target = address or rc.address
+    local = False
     if not ray.is_initialized():
         extra = {}
-        if target is None and not os.environ.get("RAY_ADDRESS") and config.server.host in ("127.0.0.1", "localhost"):
+        local = target is None and not os.environ.get("RAY_ADDRESS")
+        if local and config.server.host in ("127.0.0.1", "localhost"):
             # A local cluster for a loopback server stays on loopback (Ray would use the host's IP).
             extra["_node_ip_address"] = "127.0.0.1"
         ray.init(address=target, include_dashboard=False, log_to_driver=False, **extra)
+    total, _ = cluster_resources()
+    rc = with_cpu_defaults(rc, [s.name for s in config.scorers], total.get("CPU", 0.0) if local else None)
+    config = dataclasses.replace(config, ray=rc)
+    plan = asks(rc, deployment_order(config))
+    where_ray = "a local Ray" if local else f"the Ray cluster at {ray.get_runtime_context().gcs_address}"
+    for line in plan_lines(plan, total, where_ray, rc.start_timeout_s):
+        say(line)
+    t0 = time.monotonic()
     serve.start(
         proxy_location=rc.proxy_location,
         http_options={"host": config.server.host, "port": rc.http_port},
@@ -270,11 +289,13 @@ def start(config: Config, address: str | None = None) -> str:
         ),
     )
     # The app needs a route to be reachable through the proxies at all; gRPC ignores its value.
-    serve.run(build_app(config), name=rc.app_name, route_prefix=f"/{rc.app_name}", blocking=False)
+    # serve.run would block, silently, until every replica runs; this deploys and watches instead.
+    serve._run(build_app(config), name=rc.app_name, route_prefix=f"/{rc.app_name}", _blocking=False)
+    wait_running(rc.app_name, plan, rc.start_timeout_s, say)
     # The head node always runs a proxy; clients may use any node's.
     where = f"{head_node_ip()}:{port}"
     if not (target or "").startswith("ray://"):  # a Ray Client driver may not reach the cluster's ports
-        wait_serving(where)
+        wait_serving(where, max(10.0, rc.start_timeout_s - (time.monotonic() - t0)))
     return where
 
 

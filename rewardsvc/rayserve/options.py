@@ -30,7 +30,10 @@ PROXY_LOCATIONS = ("EveryNode", "HeadOnly")
 class ActorOptions:
     """Ray resources reserved by each replica (Ray's `ray_actor_options`)."""
 
-    num_cpus: float = option(1.0, "CPUs per replica; a verifier with `workers: 0` starts one worker per CPU here")
+    num_cpus: float | None = option(
+        None, "CPUs per replica; a verifier with `workers: 0` starts one worker per CPU here. null: 1 on a "
+        "cluster rewardsvc joins; on a local Ray that `serve --ray` starts, the ingress takes 0 and scorer "
+        "replicas share the machine's CPUs")
     num_gpus: float = option(0.0, "GPUs per replica; fractions share a GPU (e.g. 0.5 = two replicas per GPU)")
     memory_mb: int | None = option(None, "memory reserved per replica for scheduling (null = none)")
     accelerator_type: str | None = option(None, "schedule only on nodes with this accelerator, e.g. H100")
@@ -68,7 +71,8 @@ class DeploymentOptions:
     def to_serve(self) -> dict[str, Any]:
         """Keyword arguments for `serve.deployment(...).options(...)`."""
         actor = self.ray_actor_options
-        ray_actor_options: dict[str, Any] = {"num_cpus": actor.num_cpus, "num_gpus": actor.num_gpus}
+        num_cpus = 1.0 if actor.num_cpus is None else actor.num_cpus  # null: resolved by with_cpu_defaults
+        ray_actor_options: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": actor.num_gpus}
         if actor.memory_mb is not None:
             ray_actor_options["memory"] = actor.memory_mb * 2**20
         if actor.accelerator_type:
@@ -98,6 +102,9 @@ class RayConfig:
     http_port: int = option(8000, "Ray Serve's own HTTP proxy port (Serve always runs one; rewardsvc uses gRPC)")
     proxy_location: str = option("EveryNode", "EveryNode or HeadOnly: where Ray runs gRPC proxies")
     request_timeout_s: float | None = option(None, "end-to-end limit per call at the proxy (null = none)")
+    start_timeout_s: float = option(
+        300.0, "`serve --ray` fails when the deployments are not all running after this long, saying which "
+        "replicas wait and what they ask for against what the cluster has")
     ingress: DeploymentOptions = dataclasses.field(
         default_factory=DeploymentOptions, metadata={"help": "the gRPC ingress deployment (converts and forwards)"}
     )
@@ -131,6 +138,8 @@ def parse_ray_section(data: Any, scorer_names: Iterable[str], where: str) -> Ray
         if dep.max_ongoing_requests < 1:
             raise ConfigError(f"{at}.max_ongoing_requests must be at least 1")
         actor = dep.ray_actor_options
-        if actor.num_cpus < 0 or actor.num_gpus < 0:
+        if (actor.num_cpus or 0.0) < 0 or actor.num_gpus < 0:
             raise ConfigError(f"{at}.ray_actor_options: num_cpus and num_gpus must be >= 0")
+    if cfg.start_timeout_s <= 0:
+        raise ConfigError(f"{where}.start_timeout_s must be > 0 seconds")
     return cfg

@@ -1,0 +1,116 @@
+"""`serve --ray` start-up (issue 18): what each deployment reserves, progress per deployment, defaults
+that fit the machine when it starts its own Ray, and a clear failure when replicas can't be scheduled."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rewardsvc.config import parse_config
+from rewardsvc.rayserve.layout import asks, deployment_order, replica_resources, shortfall, summed, with_cpu_defaults
+
+REPO = Path(__file__).resolve().parents[1]
+SCORERS = {"math": {"type": "math", "workers": 0},
+           "double": {"type": "composite", "components": [{"scorer": "math", "weight": 2.0}]}}
+
+
+def test_unset_cpus_share_a_local_machine_and_are_one_on_a_cluster() -> None:
+    cfg = parse_config({"scorers": SCORERS, "ray": {"scorers": {"math": {"num_replicas": 2}}}})
+    names = [s.name for s in cfg.scorers]
+    local = with_cpu_defaults(cfg.ray, names, 2.0)
+    # 2 math replicas + 1 composite replica share 2 CPUs; the ingress forwards only and takes none.
+    assert local.for_scorer("math").ray_actor_options.num_cpus == 0.66
+    assert local.for_scorer("double").ray_actor_options.num_cpus == 0.66
+    assert local.ingress.ray_actor_options.num_cpus == 0.0
+    plan = asks(local, deployment_order(cfg))
+    assert [(a.deployment, a.replicas) for a in plan] == [("math", 2), ("double", 1), ("Ingress", 1)]
+    assert not shortfall(summed([a.total for a in plan]), {"CPU": 2.0})
+    cluster = with_cpu_defaults(cfg.ray, names, None)
+    assert {cluster.for_scorer(n).ray_actor_options.num_cpus for n in names} == {1.0}
+    assert cluster.ingress.ray_actor_options.num_cpus == 1.0
+
+
+def test_explicit_sizes_stay_and_the_rest_share_what_they_leave() -> None:
+    cfg = parse_config({"scorers": SCORERS, "ray": {
+        "ingress": {"ray_actor_options": {"num_cpus": 0.5}},
+        "scorers": {"math": {"num_replicas": 3, "ray_actor_options": {"num_cpus": 2, "num_gpus": 1,
+                                                                        "memory_mb": 1024}}}}})
+    local = with_cpu_defaults(cfg.ray, ["math", "double"], 16.0)
+    assert local.for_scorer("math").ray_actor_options.num_cpus == 2.0
+    assert local.ingress.ray_actor_options.num_cpus == 0.5
+    assert local.for_scorer("double").ray_actor_options.num_cpus == 9.5  # 16 - 3 x 2 - 0.5
+    assert replica_resources(local.for_scorer("math")) == {"CPU": 2.0, "GPU": 1.0, "memory": 2.0**30}
+    plan = asks(local, ["math", "double"])
+    assert shortfall(summed([a.total for a in plan]), {"CPU": 16.0, "GPU": 2.0}) == {"GPU": (3.0, 2.0),
+                                                                                     "memory": (3 * 2.0**30, 0.0)}
+
+
+ray = pytest.importorskip("ray", reason="Ray Serve tests need the rewardsvc[ray] extra: pip install 'rewardsvc[ray]'")
+
+
+def _serve(tmp_path: Path, ray_section: dict, token: str, timeout_s: float = 600) -> subprocess.Popen[str]:
+    from rewardsvc.rayserve.app import free_port
+
+    config = {"server": {"host": "127.0.0.1", "port": free_port(), "auth_token_env": "RAY_START_TEST_TOKEN",
+                         "metrics_port": None},
+              "scorers": {"math": {"type": "math", "workers": 0, "timeout_s": 10.0}},
+              "ray": {"http_port": free_port(), **ray_section}}
+    path = tmp_path / f"{uuid.uuid4().hex}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # this CLI starts its own local Ray
+    env["RAY_START_TEST_TOKEN"] = token
+    return subprocess.Popen([sys.executable, "-m", "rewardsvc.cli", "serve", "--ray", "--config", str(path)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # two local Ray clusters start and stop on 2 shared cores
+def test_unschedulable_replicas_fail_with_their_ask_and_the_defaults_fit(tmp_path: Path) -> None:
+    cpus = os.cpu_count() or 1
+    # Two replicas of a whole machine each: one fits, the other never can.
+    too_big = _serve(tmp_path, {"start_timeout_s": 20, "scorers": {
+        "math": {"num_replicas": 2, "ray_actor_options": {"num_cpus": cpus}}}}, "t1")
+    out, _ = too_big.communicate(timeout=600)
+    assert too_big.returncode == 2, out[-3000:]
+    assert f"math: 2 x {{CPU: {cpus}}}" in out  # the plan, before anything starts
+    assert "warning: the replicas ask for {CPU: " in out and "start fails after ray.start_timeout_s=20s" in out
+    assert "math: 1/2 replicas running" in out  # progress per deployment
+    assert "did not start application 'rewardsvc' within 20s (ray.start_timeout_s)" in out
+    assert (f"math: 1/2 replicas running; each asks for {{CPU: {cpus}}}, all 2 {{CPU: {2 * cpus}}}; the cluster "
+            f"has {{CPU: {cpus}}} in all, {{CPU: 0}} free: can't be scheduled") in out
+    assert "Traceback" not in out and "rewardsvc ready" not in out
+
+    # The same two replicas with num_cpus unset share the machine and serve.
+    token = uuid.uuid4().hex
+    fits = _serve(tmp_path, {"start_timeout_s": 300, "scorers": {"math": {"num_replicas": 2}}}, token)
+    try:
+        lines: list[str] = []
+        assert fits.stdout is not None
+        for line in fits.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("rewardsvc ready on") or fits.poll() is not None:
+                break
+        assert lines and lines[-1].startswith("rewardsvc ready on"), "\n".join(lines[-40:])
+        assert f"  math: 2 x {{CPU: {int(100 * cpus / 2) / 100:g}}}" in lines
+        assert "  Ingress: 1 x nothing" in lines
+        assert "rewardsvc ray: math: 2/2 replicas running (ready)" in lines
+        address = lines[-1].split()[3]
+        proc = subprocess.run([sys.executable, "-m", "rewardsvc.cli", "score", "--scorer", "math", "--address",
+                               address, "--token", token, "--timeout", "120"], cwd=REPO, capture_output=True,
+                              text=True, timeout=300,
+                              input=json.dumps({"id": "a", "response": "\\boxed{4}", "reference": "4"}) + "\n")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["score"] == 1.0
+        health = subprocess.run([sys.executable, "-m", "rewardsvc.cli", "health", "--address", address,
+                                 "--scorer", "math"], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert health.returncode == 0, health.stderr
+    finally:
+        fits.terminate()
+        fits.communicate(timeout=120)
