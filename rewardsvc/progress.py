@@ -40,7 +40,7 @@ def progress_bar(total: float | None, desc: str, *, unit: str = "it", initial: f
 
 def duration(seconds: float) -> str:
     """1h02m, 4m05s, 12s."""
-    s = int(round(seconds))
+    s = round(seconds)
     if s >= 3600:
         return f"{s // 3600}h{s % 3600 // 60:02d}m"
     if s >= 60:
@@ -129,7 +129,7 @@ class LineProgress:
         if self.enabled:
             print(self.line(now, final), file=self.file, flush=True)
 
-    def __enter__(self) -> "LineProgress":
+    def __enter__(self) -> LineProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from support import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -238,4 +237,5 @@ def test_a_100k_line_input_streams_in_bounded_memory() -> None:
         assert n == 100_000
         grew_mb = (big_kb - small_kb) / 1024
         print(f"peak RSS: 10k lines {small_kb / 1024:.0f} MB, 100k lines {big_kb / 1024:.0f} MB")
-        assert grew_mb < 30, f"peak RSS grew {grew_mb:.0f} MB from 10k to 100k lines (input: {big.stat().st_size >> 20} MB)"
+        assert grew_mb < 30, (f"peak RSS grew {grew_mb:.0f} MB from 10k to 100k lines "
+                              f"(input: {big.stat().st_size >> 20} MB)")

@@ -10,13 +10,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
-from matplotlib.container import BarContainer  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.collections import LineCollection
+from matplotlib.container import BarContainer
 
-from rewardsvc.evaluation.report import reliability_figure, write_report  # noqa: E402
-from rewardsvc.evaluation.suites import Summary  # noqa: E402
-from rewardsvc.types import Result  # noqa: E402
+from rewardsvc.evaluation.report import reliability_figure, write_report
+from rewardsvc.evaluation.suites import Summary
+from rewardsvc.types import Result
 
 # Bin [0.1, 0.2): 4 items, mean confidence 0.15, 3 positive (0.75): overconfident the other way.
 # Bin [0.8, 0.9): 5 items, mean confidence 0.85, 1 positive (0.2). Bin [0.9, 1.0]: 1 item, 0.95, positive.

@@ -94,7 +94,7 @@ def asks(rc: RayConfig, order: Sequence[str]) -> list[Ask]:
     """The scorer deployments in `order`, then the ingress."""
     out = [Ask(name, replicas_at_start(rc.for_scorer(name)), replica_resources(rc.for_scorer(name)))
            for name in order]
-    return out + [Ask(INGRESS_NAME, replicas_at_start(rc.ingress), replica_resources(rc.ingress))]
+    return [*out, Ask(INGRESS_NAME, replicas_at_start(rc.ingress), replica_resources(rc.ingress))]
 
 
 def shortfall(need: dict[str, float], have: dict[str, float]) -> dict[str, tuple[float, float]]:

@@ -110,7 +110,7 @@ def wait_running(app_name: str, plan: Sequence[Ask], timeout_s: float, say: Say)
         status = getattr(app.status, "value", app.status) if app is not None else ""
         if status == "RUNNING":
             return
-        if status == "DEPLOY_FAILED":
+        if app is not None and status == "DEPLOY_FAILED":
             raise RayStartError(f"Ray Serve could not deploy application {app_name!r}: {app.message.strip()}")
         if time.monotonic() > deadline:
             raise RayStartError(explain(app_name, plan, app, timeout_s))
