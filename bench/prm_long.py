@@ -1,6 +1,7 @@
 """The default PRM on long and out-of-distribution solutions (issue 16); numbers go to bench/RESULTS.md.
 
     .venv/bin/python bench/prm_long.py --name after [--model cache:default-prm] [--code DIR]
+    .venv/bin/python bench/prm_long.py --write RUN... [--trainer-results DIR...]   # the RESULTS.md section
 
 Data (written under reports/prm_long/data/, from files the repo ships):
   prmbench-heldout.jsonl   PRMBench rows of the problems the default PRM holds out (trainers/prepare.py's
@@ -125,13 +126,71 @@ def ood_numbers(results: Path, data: Path) -> dict[str, Any]:
     return out
 
 
+def f3(x: Any) -> str:
+    return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def write_results(runs: list[str], trainer_dirs: list[str]) -> None:
+    """The RESULTS.md section from finished runs' summaries and training runs' results.json."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from common import write_section
+
+    rows = [json.loads((OUT / r / "summary.json").read_text()) for r in runs]
+    lines = ["`rewardsvc eval --suite steps` on PRMBench's held-out processes plus the MATH-500 BoN responses "
+             "with a right final answer (870 solutions, up to ~4,000 MiniLM tokens; label: every step correct), "
+             "scorer max_length 512:", "",
+             "| run | model | code | items | rejected for length | first-error F1 | acc. erroneous | acc. correct | "
+             "step F1 | step F1 (wrong steps) | PRMScore |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        st = r["steps"]
+        lines.append(f"| {r['name']} | {r['model']} | {r['code']} | {st['items']} | {st['rejected']} | "
+                     f"{f3(st['processbench_f1'])} | {f3(st['accuracy_erroneous'])} | {f3(st['accuracy_correct'])} | "
+                     f"{f3(st['step_f1'])} | {f3(st['step_negative_f1'])} | {f3(st['prm_score'])} |")
+    lines += ["", "Out of distribution, MATH-500 BoN-8 (Qwen2.5-Math samples, 800 responses, "
+              f"{rows[0]['ood_math500']['n_right']} with a right final answer): AUROC of the solution score "
+              "against the final answer (0.5 = chance; errors = items not scored, left out), best-of-8 by the "
+              "min score vs a random pick, and a baseline that needs no model (fewer steps ranked higher):", "",
+              "| run | not scored | AUROC min | AUROC mean | AUROC last | length baseline | best-of-8 | random pick |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        o = r["ood_math500"]
+        lines.append(f"| {r['name']} | {o['n_errors']} | {f3(o['auroc_min'])} | {f3(o['auroc_mean'])} | "
+                     f"{f3(o['auroc_last'])} | {f3(o['auroc_length_baseline'])} | {f3(o['best_of_8_accuracy'])} | "
+                     f"{f3(o['random_pick_accuracy'])} |")
+    if trainer_dirs:
+        keys = ("step_auroc", "solution_auroc", "prm_score", "first_error_f1", "step_f1", "step_f1_neg", "solutions")
+        lines += ["", "Trainer runs (each model's results.json): held-out problems of the trained categories "
+                  "(in distribution) and, where the run held whole PRMBench error categories out of training, "
+                  "those categories (eval_ood_*):", "",
+                  "| run | held-out categories | " + " | ".join(keys) + " | ood " + " | ood ".join(keys) + " |",
+                  "|---|---|" + "---|" * (2 * len(keys))]
+        for d in trainer_dirs:
+            res = json.loads((Path(d) / "results.json").read_text())
+            cfg = yaml.safe_load((Path(d) / "train_config.yaml").read_text())
+            lines.append(f"| {Path(d).name} | {cfg.get('holdout_categories') or '-'} | "
+                         + " | ".join(f3(res.get('eval_' + k)) for k in keys) + " | "
+                         + " | ".join(f3(res.get('eval_ood_' + k, '-')) for k in keys) + " |")
+    loads = "; ".join(f"{r['name']}: {r['load_before'][0]}-{r['load_after'][0]}" for r in rows)
+    lines += ["", f"1-minute load average before/after each scoring run: {loads}."]
+    write_section("Default PRM: long and out-of-distribution solutions (prm_long.py)",
+                  "python bench/prm_long.py --name NAME [--model M] [--code DIR]; then --write NAMES", "\n".join(lines))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--name", required=True, help="label of this run (reports/prm_long/NAME/)")
+    p.add_argument("--name", help="label of this run (reports/prm_long/NAME/)")
+    p.add_argument("--write", nargs="+", metavar="RUN", help="write the RESULTS.md section from these runs")
+    p.add_argument("--trainer-results", nargs="*", default=[], metavar="DIR",
+                   help="--write: also list these training runs' results.json (in-distribution, held-out categories)")
     p.add_argument("--model", default="cache:default-prm", help="the PRM to serve")
     p.add_argument("--code", help="run rewardsvc from this source tree (e.g. an older commit's `git archive`)")
     p.add_argument("--max-length", type=int, default=512)
     args = p.parse_args()
+    if args.write:
+        write_results(args.write, args.trainer_results)
+        return 0
+    if not args.name:
+        p.error("--name is required to score")
     data = make_data()
     run_dir = OUT / args.name
     config = run_dir / "config.yaml"

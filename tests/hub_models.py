@@ -157,7 +157,8 @@ def mistral_tokenizer() -> Any:
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
     tok.train_from_iterator(CORPUS + ["Step 1: 2 + 3 = 5 ки\nStep 2: ok ки"] * 20, trainers.BpeTrainer(
         vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    bos = [("<s>", tok.token_to_id("<s>"))]
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=bos)
     out = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     out.add_tokens(["ки"])
     return out
@@ -198,8 +199,8 @@ def build_inf_orm(out: Path) -> Path:
     """LlamaModel + score = Linear(h, h), ReLU, Linear(h, 1), saved as INFORMForSequenceClassification
     (the class exists only in users' scripts: the checkpoint ships no code)."""
     import torch
-    from transformers import LlamaConfig, LlamaModel
     from torch import nn
+    from transformers import LlamaConfig, LlamaModel
 
     tok = llama3_tokenizer()
     torch.manual_seed(1)

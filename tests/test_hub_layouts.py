@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import hub_models as H
+import pytest
+from support import ServerProcess
+
 from rewardsvc.client import RewardClient
 from rewardsvc.types import Item
-from support import ServerProcess
 
 pytestmark = pytest.mark.slow
 TOL = dict(abs=1e-4, rel=1e-4)
@@ -298,7 +298,8 @@ def test_implicit_prm_pair_sharing_a_tokenizer(client: RewardClient, local: dict
         pieces = [tok(s + ("\n" if k < len(steps) - 1 else ""), add_special_tokens=False)["input_ids"]
                   for k, s in enumerate(steps)]
         ids = context + [t for p in pieces for t in p]
-        q = [a - b for a, b in zip(token_logprobs(policy, ids, len(context)), token_logprobs(reference, ids, len(context)))]
+        pol, ref = token_logprobs(policy, ids, len(context)), token_logprobs(reference, ids, len(context))
+        q = [a - b for a, b in zip(pol, ref)]
         rewards, at = [], 0
         for p in pieces:
             rewards.append(0.05 * sum(q[at:at + len(p)]))

@@ -13,17 +13,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hub_models as H
 import pytest
 import yaml
+from support import REPO, ServerProcess
 
-import hub_models as H
 from rewardsvc.client import RewardClient
 from rewardsvc.config import parse_config
 from rewardsvc.errors import ConfigError
 from rewardsvc.model_refs import resolve_model, split_hub_ref
 from rewardsvc.service import ScoringService
 from rewardsvc.types import Item
-from support import REPO, ServerProcess
 
 ITEM = Item(id="x", prompt="What is 2 + 3?", response="2 + 3 = 5. The answer is 5.")
 
@@ -45,7 +45,7 @@ def test_hub_id_forms() -> None:
 
 
 def test_resolves_branch_tag_and_commit_offline(offline_cache: tuple[Path, dict[str, Path]]) -> None:
-    cache, local = offline_cache
+    _, local = offline_cache
     main, tagged = local[H.REVISIONS], local[f"{H.REVISIONS}@{H.TAG}"]
     commit = H.commit_of(H.REVISIONS, H.TAG)
     assert resolve_model(H.REVISIONS).path == main
@@ -113,9 +113,8 @@ def test_server_scores_by_id_tag_and_commit(offline_cache: tuple[Path, dict[str,
 def test_server_refuses_an_unknown_id_naming_what_it_tried(offline_cache: tuple[Path, dict[str, Path]]) -> None:
     cache, _ = offline_cache
     config = {"scorers": {"rm": {"type": "classifier", "model": "rewardsvc-tiny/no-such-model", "device": "cpu"}}}
-    with pytest.raises(RuntimeError) as exc:
-        with ServerProcess(config, env=H.server_env(cache), startup_timeout_s=120):
-            pass
+    with pytest.raises(RuntimeError) as exc, ServerProcess(config, env=H.server_env(cache), startup_timeout_s=120):
+        pass
     out = str(exc.value)
     assert "scorer 'rm'" in out and "rewardsvc-tiny/no-such-model" in out, out
     assert "Hugging Face Hub id" in out and "the cache has no copy" in out, out

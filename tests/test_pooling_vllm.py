@@ -13,9 +13,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import hub_models as H
 import pytest
 
-import hub_models as H
 from rewardsvc.backends.vllm_backend import vllm_unavailable_reason
 from rewardsvc.config import parse_config
 from rewardsvc.service import ScoringService

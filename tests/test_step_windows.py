@@ -10,8 +10,8 @@ import functools
 from typing import Any
 
 import pytest
-
 from encoder_models import minilm_dir, read_jsonl
+
 from rewardsvc.config import parse_config
 from rewardsvc.model_refs import resolve_model_path
 from rewardsvc.scorers.render import encode_steps_trl

@@ -15,8 +15,9 @@ long training solutions the same way, so the model is trained on what it is serv
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from rewardsvc.scorers.render import Encoded, InputTooLongError, encode_steps_trl, render_prompt
 from rewardsvc.types import Text
