@@ -25,6 +25,7 @@ from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.scorers.batched import failure
 from rewardsvc.scorers.causal import CausalLMConfig, CausalLMScorer, TooLongError, group_key
+from rewardsvc.scorers.offload import lock_for, off_loop
 from rewardsvc.scorers.render import MARK
 from rewardsvc.types import ErrorCode, Item, Result
 from rewardsvc.verifiers.math.extract import answer_span  # the math scorer's extractors, one copy
@@ -92,18 +93,23 @@ class ConfidenceScorer(CausalLMScorer):
         overlap = set(yes_ids) & set(no_ids)
         if overlap:
             raise ValueError(f"yes_words and no_words share first tokens {sorted(overlap)}; pick distinct words")
-        for i, item in enumerate(items):
-            try:
-                built = self._build(item, variant, yes_ids + no_ids)
-            except (TooLongError, ValueError) as exc:
-                results[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, str(exc))
-                continue
-            if isinstance(built, Result):
-                results[i] = built
-                continue
-            request, plan = built
-            requests.append(request)
-            plans.append((i, plan))
+
+        def build() -> None:  # answer spans, rendering, tokenising: per-item text work, off the loop
+            with lock_for(self.tokenizer):
+                for i, item in enumerate(items):
+                    try:
+                        built = self._build(item, variant, yes_ids + no_ids)
+                    except (TooLongError, ValueError) as exc:
+                        results[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, str(exc))
+                        continue
+                    if isinstance(built, Result):
+                        results[i] = built
+                        continue
+                    request, plan = built
+                    requests.append(request)
+                    plans.append((i, plan))
+
+        await off_loop(build)
         outputs = await self.run_logprobs(requests)
         for (i, plan), out in zip(plans, outputs):
             item = items[i]

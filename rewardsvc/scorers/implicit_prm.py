@@ -20,6 +20,7 @@ from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.scorers.batched import failure
 from rewardsvc.scorers.causal import CausalLMConfig, CausalLMScorer, TooLongError, group_key
+from rewardsvc.scorers.offload import lock_for, off_loop
 from rewardsvc.types import ErrorCode, Item, Result
 
 
@@ -46,22 +47,23 @@ def response_steps(item: Item, separator: str) -> list[str]:
     """
     if item.steps:
         return [s + separator for s in item.steps[:-1]] + [item.steps[-1]]
-    text = item.response_text
-    parts = text.split(separator)
-    steps: list[str] = []
-    carry = ""
+    parts = item.response_text.split(separator)
+    # Pieces are joined once at the end: `steps[-1] += chunk` copied the step for every
+    # separator-only piece (quadratic on a flood of separators).
+    steps: list[list[str]] = []
+    carry: list[str] = []
     for i, part in enumerate(parts):
-        chunk = carry + part + (separator if i < len(parts) - 1 else "")
-        carry = ""
+        chunk = [part, separator] if i < len(parts) - 1 else [part]
         if part.strip():
-            steps.append(chunk)
+            steps.append(carry + chunk)
+            carry = []
         elif steps:
             steps[-1] += chunk
         else:
-            carry = chunk
-    if carry:
+            carry += chunk
+    if any(carry):
         steps.append(carry)
-    return steps
+    return ["".join(s) for s in steps]
 
 
 class ImplicitPRMScorer(CausalLMScorer):
@@ -121,23 +123,31 @@ class ImplicitPRMScorer(CausalLMScorer):
         results: list[Result | None] = [None] * len(items)
         requests: list[LogprobRequest] = []
         plans: list[tuple[int, int, list[int]]] = []  # item index, step count, step index of each token
-        for i, item in enumerate(items):
-            context = self.prompt_ids(item.prompt)
-            target: list[int] = []
-            step_of: list[int] = []
-            pieces = response_steps(item, cfg.step_separator)
-            for k, step in enumerate(pieces):
-                ids = self.encode(step)
-                target += ids
-                step_of += [k] * len(ids)
-            try:
-                self.check_length(len(context) + len(target))
-            except TooLongError as exc:
-                results[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, str(exc))
-                continue
-            requests.append(LogprobRequest(context=context, target=target, group=group_key(item.group_id),
-                                           shared_prefix=len(context)))
-            plans.append((i, len(pieces), step_of))
+
+        def build() -> None:  # splitting and tokenising: per-item text work, off the event loop
+            with lock_for(self.tokenizer):
+                for i, item in enumerate(items):
+                    context = self.prompt_ids(item.prompt)
+                    target: list[int] = []
+                    step_of: list[int] = []
+                    pieces = response_steps(item, cfg.step_separator)
+                    try:
+                        # Every step is at least a token: a flood of steps is refused before
+                        # each of them is tokenised on its own.
+                        self.check_length(len(context) + len(pieces))
+                        for k, step in enumerate(pieces):
+                            ids = self.encode(step)
+                            target += ids
+                            step_of += [k] * len(ids)
+                        self.check_length(len(context) + len(target))
+                    except TooLongError as exc:
+                        results[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, str(exc))
+                        continue
+                    requests.append(LogprobRequest(context=context, target=target, group=group_key(item.group_id),
+                                                   shared_prefix=len(context)))
+                    plans.append((i, len(pieces), step_of))
+
+        await off_loop(build)
         outputs = await self.run_logprobs(requests)
         for (i, n_steps, step_of), out in zip(plans, outputs):
             item = items[i]

@@ -33,6 +33,7 @@ from rewardsvc.scorers.batched import failure
 from rewardsvc.scorers.causal import CausalLMConfig, CausalLMScorer, TooLongError, group_key
 from rewardsvc.scorers.render import MARK
 from rewardsvc.scorers.master_keys import master_key_reason
+from rewardsvc.scorers.offload import lock_for, off_loop
 from rewardsvc.types import ErrorCode, Item, Result
 
 MODES = ("pointwise", "pairwise", "reference")
@@ -141,8 +142,10 @@ class JudgeScorer(CausalLMScorer):
         mode = options.mode or cfg.mode
         results: list[Result | None] = [None] * len(items)
         todo: list[int] = []
-        for i, item in enumerate(items):
-            reason = master_key_reason(item.response_text) if cfg.reject_master_keys else None
+        # Reading every response is per-item text work: off the event loop.
+        reasons = (await off_loop(lambda: [master_key_reason(it.response_text) for it in items])
+                   if cfg.reject_master_keys else [None] * len(items))
+        for i, (item, reason) in enumerate(zip(items, reasons)):
             if reason is not None:
                 results[i] = Result(id=item.id, score=-1.0, details={"mode": mode, "verdict": "master_key", "why": reason})
             elif mode in ("pairwise", "reference") and not (item.reference or "").strip():
@@ -169,16 +172,22 @@ class JudgeScorer(CausalLMScorer):
         head, tail = cfg.pointwise_template.split("{response}", 1)
         requests, built = [], []
         out: list[Result | None] = [None] * len(items)
-        for i, item in enumerate(items):
-            user = head.format(prompt=item.prompt_text) + MARK + item.response_text + tail.format(prompt=item.prompt_text)
-            context = [t for p in self.chat_parts(user, cfg.pointwise_prefill) for t in p]
-            try:
-                self.check_length(len(context) + cfg.max_new_tokens)
-            except TooLongError as exc:
-                out[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, str(exc))
-                continue
-            requests.append(GenerateRequest(context=context, max_new_tokens=cfg.max_new_tokens))
-            built.append(i)
+
+        def build() -> None:  # rendering and tokenising: per-item text work, off the event loop
+            with lock_for(self.tokenizer):
+                for i, item in enumerate(items):
+                    prompt = item.prompt_text
+                    user = head.format(prompt=prompt) + MARK + item.response_text + tail.format(prompt=prompt)
+                    context = [t for p in self.chat_parts(user, cfg.pointwise_prefill) for t in p]
+                    try:
+                        self.check_length(len(context) + cfg.max_new_tokens)
+                    except TooLongError as exc:
+                        out[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, str(exc))
+                        continue
+                    requests.append(GenerateRequest(context=context, max_new_tokens=cfg.max_new_tokens))
+                    built.append(i)
+
+        await off_loop(build)
         generated = await self.run_generate(requests)
         for i, gen in zip(built, generated):
             item = items[i]
@@ -208,21 +217,27 @@ class JudgeScorer(CausalLMScorer):
         requests: list[LogprobRequest] = []
         built: list[int] = []
         out: list[Result | None] = [None] * len(items)
-        for i, item in enumerate(items):
-            group = group_key(item.group_id)
-            pair = []
-            for first, second in ((item.response_text, item.reference or ""), (item.reference or "", item.response_text)):
-                ps = parts(item.prompt_text, first, second)
-                context = [t for p in ps for t in p]
-                pair.append(LogprobRequest(context=context, candidates=a_ids + b_ids, group=group,
-                                           shared_prefix=len(ps[0])))
-            try:
-                self.check_length(max(r.length for r in pair))
-            except TooLongError as exc:
-                out[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, str(exc))
-                continue
-            requests += pair
-            built.append(i)
+
+        def build() -> None:  # rendering and tokenising: per-item text work, off the event loop
+            with lock_for(self.tokenizer):
+                for i, item in enumerate(items):
+                    group = group_key(item.group_id)
+                    pair = []
+                    response, reference = item.response_text, item.reference or ""
+                    for first, second in ((response, reference), (reference, response)):
+                        ps = parts(item.prompt_text, first, second)
+                        context = [t for p in ps for t in p]
+                        pair.append(LogprobRequest(context=context, candidates=a_ids + b_ids, group=group,
+                                                   shared_prefix=len(ps[0])))
+                    try:
+                        self.check_length(max(r.length for r in pair))
+                    except TooLongError as exc:
+                        out[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, str(exc))
+                        continue
+                    requests.extend(pair)
+                    built.append(i)
+
+        await off_loop(build)
         logps = await self.run_logprobs(requests)
         for k, i in enumerate(built):
             item = items[i]
@@ -251,22 +266,27 @@ class JudgeScorer(CausalLMScorer):
         requests: list[LogprobRequest] = []
         built: list[int] = []
         out: list[Result | None] = [None] * len(items)
-        for i, item in enumerate(items):
-            reference = (item.reference or "").strip()
-            fill: dict[str, Any] = {"prompt": item.prompt_text, "reference": reference}
-            user = head.format(**fill) + MARK + item.response_text + tail.format(**fill)
-            ps = self.chat_parts(user, cfg.extract_prefill if extract else "")
-            context = [t for p in ps for t in p]
-            target = self.encode(reference) if extract else []
-            try:
-                self.check_length(len(context) + len(target))
-            except TooLongError as exc:
-                out[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, str(exc))
-                continue
-            requests.append(LogprobRequest(context=context, target=target,
-                                           candidates=[] if extract else yes_ids + no_ids,
-                                           group=group_key(item.group_id), shared_prefix=len(ps[0])))
-            built.append(i)
+
+        def build() -> None:  # rendering and tokenising: per-item text work, off the event loop
+            with lock_for(self.tokenizer):
+                for i, item in enumerate(items):
+                    reference = (item.reference or "").strip()
+                    fill: dict[str, Any] = {"prompt": item.prompt_text, "reference": reference}
+                    user = head.format(**fill) + MARK + item.response_text + tail.format(**fill)
+                    ps = self.chat_parts(user, cfg.extract_prefill if extract else "")
+                    context = [t for p in ps for t in p]
+                    target = self.encode(reference) if extract else []
+                    try:
+                        self.check_length(len(context) + len(target))
+                    except TooLongError as exc:
+                        out[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, str(exc))
+                        continue
+                    requests.append(LogprobRequest(context=context, target=target,
+                                                   candidates=[] if extract else yes_ids + no_ids,
+                                                   group=group_key(item.group_id), shared_prefix=len(ps[0])))
+                    built.append(i)
+
+        await off_loop(build)
         logps = await self.run_logprobs(requests)
         for i, lp in zip(built, logps):
             item = items[i]

@@ -63,8 +63,15 @@ _OPENER_RE = re.compile(
 )
 
 
+#: Longer responses are not looked at: no judge reads that much (the item is over its max_length
+#: and gets INVALID_ITEM), and the scans below hold the GIL for their whole length.
+MAX_CHECK_CHARS = 1 << 17
+
+
 def master_key_reason(response: str) -> str | None:
     """Why `response` is a master key (no content), or None if it has content."""
+    if len(response) > MAX_CHECK_CHARS:
+        return None
     if not response.strip():
         return "empty response"
     norm = _normalise(response)

@@ -34,6 +34,7 @@ Step formats (PRMs), one read position per step:
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -224,14 +225,11 @@ def encode_steps_trl(
 def _encode_tagged(tokenizer: Any, text: str, tag_spans: list[tuple[int, int]], keep_from: int,
                    max_length: int, add_special: bool) -> Encoded:
     """Tokenise `text`, find the last token of each tag span, left-truncate before `keep_from`."""
+    if len(tag_spans) > max_length:  # every tag keeps at least a token: refuse before tokenising
+        raise InputTooLongError(f"{len(tag_spans)} steps can't fit in max_length {max_length}: send fewer steps")
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-    positions = []
-    for start, end in tag_spans:
-        hits = [j for j, (a, b) in enumerate(offsets) if a < end and b > start]
-        if not hits:
-            raise ValueError(f"the step tag at characters {start}-{end} produced no token")
-        positions.append(hits[-1])
+    positions = _last_tokens(offsets, tag_spans)
     prefix, suffix = special_tokens(tokenizer) if add_special else ([], [])
     if not add_special:
         prefix = _bos_prefix(tokenizer, ids)
@@ -250,6 +248,23 @@ def _encode_tagged(tokenizer: Any, text: str, tag_spans: list[tuple[int, int]], 
         positions=[len(prefix) + p - cut for p in positions],
         truncated_tokens=cut,
     )
+
+
+def _last_tokens(offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    """For each span (disjoint, in order), the last token overlapping it. One pass over the tokens,
+    each matched to the spans it overlaps by bisection: scanning every token per span was
+    quadratic (a flood of one-character steps)."""
+    starts, ends = [a for a, _ in spans], [b for _, b in spans]
+    last = [-1] * len(spans)
+    for j, (a, b) in enumerate(offsets):
+        i = bisect.bisect_right(ends, a)  # the first span ending after the token starts
+        while i < len(spans) and starts[i] < b:
+            last[i] = j
+            i += 1
+    for (start, end), j in zip(spans, last):
+        if j < 0:
+            raise ValueError(f"the step tag at characters {start}-{end} produced no token")
+    return last
 
 
 def encode_steps_tagged(
@@ -293,6 +308,8 @@ def encode_steps_chat(tokenizer: Any, prompt: Text, steps: Sequence[str], positi
     """RLHFlow style: user turns carry the steps, each answered `positive`; read where it is predicted."""
     if not has_chat_template(tokenizer):
         raise ValueError("format step_chat needs a tokenizer with a chat template")
+    if len(steps) > max_length:  # each step is answered by a token; and the renders below grow with the steps
+        raise InputTooLongError(f"{len(steps)} steps can't fit in max_length {max_length}: send fewer steps")
     messages = [{"role": m.role, "content": m.content} for m in messages_of(prompt, "user")]
     if messages and messages[-1]["role"] == "user":
         first = messages.pop()["content"] + " " + steps[0]
