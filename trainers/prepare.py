@@ -82,11 +82,20 @@ def recipe(config: Any) -> dict[str, Any]:
     return data
 
 
+#: Bumped when a trainer changes what the same config trains, so `make install` retrains that model.
+#: default-prm 2: long solutions trained and evaluated in step-preserving windows, none dropped.
+TRAINER_VERSIONS = {"default-rm": 1, "default-prm": 2}
+VERSION_FILE = "trainer_version.txt"
+
+
 def is_current(target: Path, config: Any) -> bool:
     """A finished model trained with this recipe (a changed default config retrains at install)."""
     import yaml
 
     if not (target / DONE).exists() or not (target / "train_config.yaml").exists():
+        return False
+    version = (target / VERSION_FILE).read_text().strip() if (target / VERSION_FILE).exists() else "1"
+    if version != str(TRAINER_VERSIONS.get(target.name, 1)):
         return False
     try:
         return recipe(type(config)(**yaml.safe_load((target / "train_config.yaml").read_text()))) == recipe(config)
@@ -117,6 +126,7 @@ def _prepare(name: str, make_config: Callable[[Path], Any], train: Callable[[Any
         summary = train(config)
         # Checkpoints are for resuming; the served model is the top-level directory.
         shutil.rmtree(target / "checkpoints", ignore_errors=True)
+        (target / VERSION_FILE).write_text(f"{TRAINER_VERSIONS.get(name, 1)}\n")
         value = summary.get(headline)
         log.info("prepare: %s done in %.0fs: held-out %s %s (%s)", name, time.perf_counter() - t0, headline,
                  f"{value:.3f}" if isinstance(value, float) else value,
