@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -48,6 +49,8 @@ from rewardsvc.scorers.prm import AGGREGATIONS
 from rewardsvc.scorers.render import render_prompt, split_steps
 from rewardsvc.scorers.verdicts import DEFAULTS, Verdict, check_format, merge, parse_pair, parse_score, parse_steps
 from rewardsvc.types import ErrorCode, Item, Message, Result
+
+log = logging.getLogger(__name__)
 
 Mode = Literal["pointwise", "pairwise", "reference", "step"]
 
@@ -121,6 +124,11 @@ class GenerativeScorer(CausalLMScorer):
     )
     Config = GenerativeConfig
     Options = GenerativeOptions
+    item_format = (
+        '`prompt`, `response`. `reference`: pairwise: the other response; reference mode: the reference '
+        'answer; pointwise: none. Step mode: `steps` or a `response` split on `step_separator`. `score` in '
+        "[-1, 1]; `step_scores` in step mode; each sample's verdict and status in `details`."
+    )
     stochastic = True  # sampled critiques; a server's greedy decoding need not repeat either
 
     def __init__(self, name: str, config: GenerativeConfig) -> None:
@@ -157,6 +165,10 @@ class GenerativeScorer(CausalLMScorer):
         if not cfg.step_separator:
             raise ConfigError(f"{where}: step_separator must not be empty")
         if cfg.backend == "openai":
+            dropped = sorted(m for m, f in self.formats.items() if f.prefill and cfg.openai.endpoint == "chat")
+            if dropped:
+                log.warning("%s: the chat endpoint does not send the %s prefill(s) of preset %r; use endpoint "
+                            "completions to send them", where, "/".join(dropped), cfg.preset)
             if cfg.openai.endpoint == "completions" and cfg.openai.tokenizer:
                 self._render_tokenizer = await asyncio.to_thread(_load_tokenizer, cfg.openai.tokenizer)
             self.sampler = OpenAIServerSampler(cfg.openai, cfg.model, self.render, where)
