@@ -45,6 +45,7 @@ from rewardsvc.scorers.generative_aggregate import (
 )
 from rewardsvc.scorers.generative_presets import MODE_FIELDS, MODES, PRESETS, ModeFormat
 from rewardsvc.scorers.master_keys import master_key_reason
+from rewardsvc.scorers.offload import lock_for, off_loop
 from rewardsvc.scorers.prm import AGGREGATIONS
 from rewardsvc.scorers.render import render_prompt, split_steps
 from rewardsvc.scorers.verdicts import DEFAULTS, Verdict, check_format, merge, parse_pair, parse_score, parse_steps
@@ -272,28 +273,36 @@ class GenerativeScorer(CausalLMScorer):
         cfg: GenerativeConfig = self.config
         results: list[Result | None] = [None] * len(items)
         calls: list[tuple[int, str, ChatPrompt]] = []
-        for i, item in enumerate(items):
-            text = "\n".join(item.steps) if plan.mode == "step" and item.steps else item.response_text
-            reason = master_key_reason(text) if cfg.reject_master_keys else None
-            if reason is not None:
-                results[i] = self.master_key_result(item, plan, reason)
-                continue
-            problem = self.item_problem(item, plan.mode)
-            if problem is not None:
-                results[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, problem)
-                continue
-            calls += [(i, order, p) for order, p in self.prompts_for(item, plan)]
+
+        def build() -> None:  # master-key checks and prompts: per-item text work, off the event loop
+            for i, item in enumerate(items):
+                text = "\n".join(item.steps) if plan.mode == "step" and item.steps else item.response_text
+                reason = master_key_reason(text) if cfg.reject_master_keys else None
+                if reason is not None:
+                    results[i] = self.master_key_result(item, plan, reason)
+                    continue
+                problem = self.item_problem(item, plan.mode)
+                if problem is not None:
+                    results[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, problem)
+                    continue
+                calls.extend((i, order, p) for order, p in self.prompts_for(item, plan))
+
+        await off_loop(build)
         sampled = await self.sampler.sample([p for _, _, p in calls], plan.params)
         judged: dict[int, list[Judged]] = {}
-        for (i, order, _), got in zip(calls, sampled):
-            if results[i] is not None:
-                continue  # the item's other order already failed
-            if isinstance(got, BaseException):
-                results[i] = self.sampling_failure(items[i].id, got)
-                judged.pop(i, None)
-                continue
-            n_steps = len(self.steps_of(items[i])) if plan.mode == "step" else 0
-            judged.setdefault(i, []).extend(self.judge(s, plan, order, n_steps) for s in got)
+
+        def judge_all() -> None:  # parsing critiques (k per item) off the loop too
+            for (i, order, _), got in zip(calls, sampled):
+                if results[i] is not None:
+                    continue  # the item's other order already failed
+                if isinstance(got, BaseException):
+                    results[i] = self.sampling_failure(items[i].id, got)
+                    judged.pop(i, None)
+                    continue
+                n_steps = len(self.steps_of(items[i])) if plan.mode == "step" else 0
+                judged.setdefault(i, []).extend(self.judge(s, plan, order, n_steps) for s in got)
+
+        await off_loop(judge_all)
         if plan.sample_aggregation == "meta" and judged:
             await self.meta_filter(items, calls, judged, plan)
         for i, samples in judged.items():
@@ -385,34 +394,46 @@ class LocalSampler:
         out: list[list[Sample] | BaseException | None] = [None] * len(prompts)
         requests: list[GenerateRequest] = []
         owners: list[int] = []
-        for i, prompt in enumerate(prompts):
-            ids = s.encode(s.render(prompt)) or [_start_token(s.tokenizer)]
-            if len(ids) + params.max_new_tokens > s.config.max_length:
-                out[i] = SamplingError(ErrorCode.INVALID_ITEM, (
-                    f"the judge prompt is {len(ids)} tokens and the reasoning budget {params.max_new_tokens}; this "
-                    f"scorer's max_length is {s.config.max_length}: shorten the item, lower max_new_tokens or raise "
-                    "max_length"))
-                continue
-            copies = [(params.k, params.seed)] if share else [
-                (1, None if params.seed is None else params.seed + j) for j in range(params.k)]
-            for n, seed in copies:
-                requests.append(GenerateRequest(context=ids, max_new_tokens=params.max_new_tokens,
-                                                temperature=params.temperature, top_p=params.top_p, seed=seed, n=n))
-                owners.append(i)
+
+        def build() -> None:  # rendering and tokenising, off the event loop
+            with lock_for(s.tokenizer):
+                for i, prompt in enumerate(prompts):
+                    ids = s.encode(s.render(prompt)) or [_start_token(s.tokenizer)]
+                    if len(ids) + params.max_new_tokens > s.config.max_length:
+                        out[i] = SamplingError(ErrorCode.INVALID_ITEM, (
+                            f"the judge prompt is {len(ids)} tokens and the reasoning budget {params.max_new_tokens};"
+                            f" this scorer's max_length is {s.config.max_length}: shorten the item, lower "
+                            "max_new_tokens or raise max_length"))
+                        continue
+                    copies = [(params.k, params.seed)] if share else [
+                        (1, None if params.seed is None else params.seed + j) for j in range(params.k)]
+                    for n, seed in copies:
+                        requests.append(GenerateRequest(context=ids, max_new_tokens=params.max_new_tokens,
+                                                        temperature=params.temperature, top_p=params.top_p,
+                                                        seed=seed, n=n))
+                        owners.append(i)
+
+        await off_loop(build)
         costs = [len(r.context) + r.n * r.max_new_tokens for r in requests]
         got = await run_batched(s.sample_batcher, requests, costs)
-        for i, res in zip(owners, got):
-            if isinstance(out[i], BaseException):
-                continue
-            if isinstance(res, BaseException):
-                out[i] = res
-                continue
-            prior = out[i]
-            samples: list[Sample] = prior if isinstance(prior, list) else []
-            for toks in res:
-                text = prompts[i].prefill + s.tokenizer.decode(toks, skip_special_tokens=True)
-                samples.append(Sample(text=text, tokens=len(toks), finished=len(toks) < params.max_new_tokens))
-            out[i] = samples
+
+        def decode() -> None:
+            with lock_for(s.tokenizer):
+                for i, res in zip(owners, got):
+                    if isinstance(out[i], BaseException):
+                        continue
+                    if isinstance(res, BaseException):
+                        out[i] = res
+                        continue
+                    prior = out[i]
+                    samples: list[Sample] = prior if isinstance(prior, list) else []
+                    for toks in res:
+                        text = prompts[i].prefill + s.tokenizer.decode(toks, skip_special_tokens=True)
+                        samples.append(Sample(text=text, tokens=len(toks),
+                                              finished=len(toks) < params.max_new_tokens))
+                    out[i] = samples
+
+        await off_loop(decode)
         return [o if o is not None else [] for o in out]
 
     async def close(self) -> None:
