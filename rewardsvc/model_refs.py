@@ -214,6 +214,9 @@ def describe_models(config: Any) -> dict[str, dict[str, str]]:
 
     if not dataclasses.is_dataclass(config):
         return {}
+    if getattr(config, "backend", "") == "openai":  # the generative scorer's judge: a name on that server
+        url = getattr(getattr(config, "openai", None), "base_url", "")
+        return {"model": {"ref": str(getattr(config, "model", "")), "source": "served at", "path": url}}
     return {f.name: describe_model(value) for f in dataclasses.fields(config)
             if (f.name == "model" or f.name.endswith("_model"))
             and isinstance(value := getattr(config, f.name), str) and value}
