@@ -45,6 +45,10 @@ class RewardClient:
     def list_scorers(self) -> list[dict[str, Any]]:
         return self._run(self._aio.list_scorers())
 
+    def check_health(self, scorer: str | None = None, timeout_s: float = 5.0) -> str:
+        """The gRPC health status of the server or one scorer (see AsyncRewardClient.check_health)."""
+        return self._run(self._aio.check_health(scorer, timeout_s))
+
     def wait_ready(self, timeout_s: float = 120.0) -> None:
         self._run(self._aio.wait_ready(timeout_s))
 

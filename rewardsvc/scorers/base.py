@@ -38,6 +38,9 @@ class Scorer(abc.ABC):
     description: ClassVar[str] = ""
     Config: ClassVar[type] = NoConfig
     Options: ClassVar[type] = NoOptions
+    #: What the scorer reads from an item: the fields it needs and the form of `reference` (shown by the
+    #: generated scorer reference in README.md; `python -m rewardsvc.docs`).
+    item_format: ClassVar[str] = ""
     #: True when scoring the same item twice may give different results (sampling): never cached.
     stochastic: ClassVar[bool] = False
 

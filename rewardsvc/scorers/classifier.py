@@ -53,6 +53,11 @@ class ClassifierScorer(PoolingScorer):
     )
     Config = ClassifierConfig
     Options = ClassifierOptions
+    item_format = (
+        "`prompt` and `response`: text or chat messages; rendered with the model's chat template (HH-RLHF "
+        "`Human:/Assistant:` text for models without one). No `reference`. `score`: the model's logit "
+        '(normalised when normalize_mean/normalize_std are set); `details.raw_score`.'
+    )
 
     async def start(self, peers: Mapping[str, Scorer]) -> None:
         cfg: ClassifierConfig = self.config

@@ -141,6 +141,14 @@ class CodeScorer(Scorer):
                    "of tests passed")
     Config = CodeConfig
     Options = CodeOptions
+    item_format = (
+        '`response`: a Python program (the last fenced code block, or the whole text). `reference` '
+        '(required): the tests as a JSON object (or a JSON string of one), exactly one of `{"test": "def '
+        'check(candidate): ...", "entry_point": "f"}` (HumanEval), `{"asserts": ["assert f(1) == 2", ...]}` '
+        '(MBPP), `{"cases": [{"input": "...", "output": "..."}, ...]}` (stdin/stdout), or APPS `{"inputs": '
+        '[...], "outputs": [...], "fn_name"?: "f"}`; optional `timeout_s`, `memory_mb`, and for test/asserts '
+        "`prompt` (the problem's Python, whose helpers the tests use). `score` = fraction of tests passed."
+    )
 
     def __init__(self, name: str, config: CodeConfig) -> None:
         super().__init__(name, config)

@@ -82,6 +82,11 @@ class CompositeScorer(Scorer):
     )
     Config = CompositeConfig
     Options = NoOptions
+    item_format = (
+        "What its components need (an item they refuse is refused with the component's reason); gated and "
+        'progress modes also read `steps`; `group_id` groups items for zscore and `center: group`; `center: '
+        "reference` scores the item's `reference` as a response. `details`: each component's score."
+    )
 
     def __init__(self, name: str, config: CompositeConfig) -> None:
         super().__init__(name, config)

@@ -65,6 +65,11 @@ class ConfidenceScorer(CausalLMScorer):
     )
     Config = ConfidenceConfig
     Options = ConfidenceOptions
+    item_format = (
+        '`prompt`, `response` (with a final answer for crew_*: `\\boxed{}`, `####`, "the answer is"). '
+        '`reference`: the reference answer, needed by `reference_prob` only. `score`: a probability in [0, '
+        '1].'
+    )
 
     async def start(self, peers: Mapping[str, Scorer]) -> None:
         cfg: ConfidenceConfig = self.config

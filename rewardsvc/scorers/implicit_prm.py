@@ -74,6 +74,11 @@ class ImplicitPRMScorer(CausalLMScorer):
     )
     Config = ImplicitPRMConfig
     Options = ImplicitPRMOptions
+    item_format = (
+        '`prompt`; `steps` or a `response` split on `step_separator` (one score per token with granularity '
+        'token). No `reference`. `step_scores`: beta * log(pi/pi_ref) summed per step; `score`: their sum or '
+        'min.'
+    )
 
     def __init__(self, name: str, config: ImplicitPRMConfig) -> None:
         super().__init__(name, config)

@@ -104,6 +104,11 @@ class JudgeScorer(CausalLMScorer):
     )
     Config = JudgeConfig
     Options = JudgeOptions
+    item_format = (
+        '`prompt`, `response`. `reference`: pairwise: the other response to compare with; reference mode: the '
+        'reference answer (e.g. `"42"`); pointwise: none. `score` in [-1, 1], 0 = can\'t tell; the rating or '
+        'probability is in `details`.'
+    )
 
     async def start(self, peers: Mapping[str, Scorer]) -> None:
         cfg: JudgeConfig = self.config

@@ -41,6 +41,12 @@ class MathScorer(Scorer):
     description = "Final answer vs reference, checked with math-verify/sympy in killable worker processes"
     Config = MathConfig
     Options = MathOptions
+    item_format = (
+        '`response`: the solution; its final answer is found by `extract` (`\\boxed{}`, `#### 42`, "the '
+        'answer is", the last number). `reference` (required): the ground-truth answer, e.g. `"42"`, '
+        '`"\\\\frac{1}{2}"`, `"x^2+1"`; a GSM8K solution (`... #### 42`) or a boxed answer works too. '
+        '`details`: `extracted_answer`, `verdict` (correct, incorrect, no_answer, timeout, error), `reason`.'
+    )
 
     def __init__(self, name: str, config: MathConfig) -> None:
         super().__init__(name, config)

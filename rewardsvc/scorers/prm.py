@@ -124,6 +124,10 @@ class PRMScorer(PoolingScorer):
     )
     Config = PRMConfig
     Options = PRMOptions
+    item_format = (
+        '`prompt`; `steps` (a list of strings) or a `response` split on `step_separator`. No `reference`. '
+        '`step_scores`: p(good step) per step; `score`: their `aggregation`.'
+    )
 
     def __init__(self, name: str, config: PRMConfig) -> None:
         super().__init__(name, config)
