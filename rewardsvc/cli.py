@@ -36,8 +36,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from rewardsvc.rayserve.cli import serve_on_ray
 
         return serve_on_ray(config, args.ray_address)
-    asyncio.run(serve(config))
+    async def serve_then_exit() -> None:
+        await serve(config)
+        _exit_despite_stuck_threads(STUCK_THREAD_WAIT_S)
+
+    asyncio.run(serve_then_exit())
     return 0
+
+
+# After the drain, how long compute threads may take to finish before the process exits without them.
+STUCK_THREAD_WAIT_S = 10.0
+
+
+def _exit_despite_stuck_threads(wait_s: float) -> None:
+    """Exit even if a compute thread never returns (a hung backend call, a wedged kernel): asyncio.run
+    and the interpreter both join such threads at exit, so a stopped server would otherwise stay
+    alive until something kills it."""
+    import os
+    import threading
+
+    def exit_now() -> None:
+        busy = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon
+                and t is not threading.main_thread()]
+        print(f"rewardsvc: compute threads {busy} still busy {wait_s:.0f}s after the drain (a hung backend "
+              "call?); exiting without them", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(0)
+
+    timer = threading.Timer(wait_s, exit_now)
+    timer.daemon = True
+    timer.start()
 
 
 def cmd_score(args: argparse.Namespace) -> int:

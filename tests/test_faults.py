@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import MATH_CONFIG
@@ -34,6 +35,7 @@ def serving(address: str) -> bool:
         return r.status == health_pb2.HealthCheckResponse.SERVING
 
 
+@pytest.mark.slow  # scorer_timeout_s and the exit after a hung thread: about 20 s of waiting
 def test_each_fault_is_an_item_error_and_the_server_stays_serving() -> None:
     with ServerProcess(FAULTY, env=ENV) as srv, RewardClient(srv.address, timeout_s=60) as c:
         # A backend raising: the items of the failing batch get INTERNAL with the cause.
@@ -66,8 +68,11 @@ def test_each_fault_is_an_item_error_and_the_server_stays_serving() -> None:
         assert hung[0].error is not None and hung[0].error.code.value == "timeout"
         assert "scorer_timeout_s" in hung[0].error.message
         assert serving(srv.address) and srv.wait_alive()
+        # SIGTERM: the drain ends and the process exits although the hung backend thread never returns.
+        assert srv.terminate(60) == 0
 
 
+@pytest.mark.slow  # a loaded server drained by SIGTERM: about 25 s
 def test_sigterm_under_continuous_load_loses_no_accepted_call() -> None:
     srv = ServerProcess(MATH_CONFIG).start()
     accepted, refused, lost = [], [], []
