@@ -40,7 +40,7 @@ def _dataclass_in(hint: Any) -> tuple[type | None, str]:
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             return _dataclass_in(inner[0])
-    if origin is list and args and dataclasses.is_dataclass(args[0]):
+    if origin is list and args and isinstance(args[0], type) and dataclasses.is_dataclass(args[0]):
         return args[0], "[]"
     return None, ""
 

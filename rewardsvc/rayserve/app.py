@@ -193,7 +193,8 @@ class Ingress:
             raise _Aborted("unauthenticated")
         return await self.servicer.Score(request, _RayContext(grpc_context))
 
-    async def ScoreStream(self, requests: AsyncIterator[pb.ScoreRequest], grpc_context: Any) -> AsyncIterator[pb.ScoreResponse]:
+    async def ScoreStream(self, requests: AsyncIterator[pb.ScoreRequest],
+                          grpc_context: Any) -> AsyncIterator[pb.ScoreResponse]:
         if not self._authorized(grpc_context):
             raise _Aborted("unauthenticated")
         async for response in self.servicer.ScoreStream(requests, None):
