@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import time
@@ -53,6 +54,7 @@ def median_s(samples: list[float]) -> float:
 
 
 async def main(args: argparse.Namespace) -> str:
+    start_load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     stanza = {"type": "generative", "model": MODEL, "max_new_tokens": args.tokens,
               # one batch for the whole request, as the direct call makes it
               "batching": {"max_batch_tokens": 1 << 20, "max_batch_size": 256, "min_fill_ratio": 0.0,
@@ -129,7 +131,10 @@ async def main(args: argparse.Namespace) -> str:
                 toks[path].append(generated)
 
     prompt_tokens = statistics.mean(len(c) for c in k_ctx)
+    end_load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [
+        f"Load average (1/5/15 min) at the start: {start_load}; at the end: {end_load}.",
+        "",
         f"(1) Service vs direct: {len(items)} GSM8K judge items (pointwise, default preset, mean prompt "
         f"{statistics.mean(len(c) for c in ctx):.0f} tokens), greedy, up to {args.tokens} new tokens each "
         f"({n_tokens} generated), one batch; {args.rounds} alternating rounds, medians.",
