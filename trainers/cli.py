@@ -22,6 +22,8 @@ TRAINERS = {
     "rm": ("rewardsvc.trainers.rm", "RMConfig", "train_rm", "Bradley-Terry reward model (sequence classification)"),
     "prm": ("rewardsvc.trainers.prm", "PRMConfig", "train_prm", "process reward model (token classification at step separators)"),
     "judge": ("rewardsvc.trainers.judge", "JudgeConfig", "train_judge", "generative judge (SFT, loss on verdict/critique tokens)"),
+    "implicit_prm": ("rewardsvc.trainers.implicit_prm", "ImplicitPRMConfig", "train_implicit_prm",
+                     "PRIME implicit PRM (policy vs reference log-ratio, BCE on outcome labels)"),
 }
 
 EXIT_INTERRUPTED = 130

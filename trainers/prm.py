@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 from rewardsvc.trainers.examples import InconsistentRowError, StepExample, first_error, read_files, step_examples
 from rewardsvc.dataclass_dict import option
+from rewardsvc.trainers import value_heads
 from rewardsvc.trainers.task import Task, TrainConfig
 from rewardsvc.trainers.rm import pad_batch
 
@@ -48,6 +49,9 @@ class PRMConfig(TrainConfig):
     threshold: float = option(0.5, "a step with p(correct) below this counts as wrong in evaluation")
     eval_batch_tokens: int = option(16384, "token budget of one evaluation forward")
     scorer_name: str = option("prm", "name of the prm scorer in the written rewardsvc.yaml")
+    loss: str = option("ce", "ce: 2 labels, softmax (TRL); bce: 1 logit, sigmoid; mse: squared error of that "
+                             "sigmoid; hl_gauss: value bins over [0, 1], Gaussian-smoothed targets (Stop Regressing)")
+    hl_gauss_bins: int = option(21, "hl_gauss: bins over [0, 1] (sigma = 0.75 bin widths)")
     holdout_categories: str = option(
         "", "comma-separated row `classification`s (PRMBench error categories) never trained on; their "
         "rows are evaluated on their own as eval_ood_*")
@@ -154,7 +158,7 @@ def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float:
 
 
 def step_probabilities(model: Any, examples: Sequence[EncodedSteps], pad_id: int, device: str,
-                       batch_tokens: int, autocast: Any = None) -> list[list[float]]:
+                       batch_tokens: int, autocast: Any = None, head: str = "ce") -> list[list[float]]:
     """p(correct) at each example's step positions; length-sorted batches, input order kept."""
     import contextlib
 
@@ -170,20 +174,23 @@ def step_probabilities(model: Any, examples: Sequence[EncodedSteps], pad_id: int
         ids, mask = pad_batch([examples[k].ids for k in order[i:j]], pad_id)
         with torch.no_grad(), (autocast() if autocast else contextlib.nullcontext()):
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        probs = torch.softmax(logits, dim=-1)[..., 1].cpu()
+        probs = value_heads.step_value(logits, head, getattr(model.config, "hl_gauss", None)).cpu()
         for row, k in enumerate(order[i:j]):
             out[k] = probs[row, examples[k].positions].tolist()
         i = j
     return out
 
 
-def load_prm(path: Path) -> Any:
-    """A 2-label token-classification model (index 1 = correct step) from a base model or checkpoint."""
+def load_prm(path: Path, head: str = "ce", bins: int = 21) -> Any:
+    """A token-classification model from a base model or checkpoint: 2 labels (index 1 = correct
+    step) for `ce`, 1 logit for `bce`/`mse`, `bins` value bins for `hl_gauss`."""
     from transformers import AutoModelForTokenClassification
 
-    return AutoModelForTokenClassification.from_pretrained(
-        path, num_labels=2, id2label=LABEL_NAMES, label2id={v: k for k, v in LABEL_NAMES.items()}
-    )
+    if head == "ce":
+        return AutoModelForTokenClassification.from_pretrained(
+            path, num_labels=2, id2label=LABEL_NAMES, label2id={v: k for k, v in LABEL_NAMES.items()}
+        )
+    return value_heads.load_value_head(AutoModelForTokenClassification, path, head, bins)
 
 
 class PRMTask(Task):
@@ -193,7 +200,7 @@ class PRMTask(Task):
     config: PRMConfig
 
     def load_model(self, path: Path) -> Any:
-        model = load_prm(path)
+        model = load_prm(path, self.config.loss, self.config.hl_gauss_bins)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         model.config.pad_token_id = self.tokenizer.pad_token_id
@@ -286,6 +293,9 @@ class PRMTask(Task):
 
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
         labels = batch["labels"]
+        if self.config.loss != "ce":
+            return value_heads.step_loss(logits, labels, self.config.loss, self.config.error_weight,
+                                         getattr(getattr(model, "module", model).config, "hl_gauss", None))
         weight = None
         if self.config.error_weight != 1.0:
             weight = torch.tensor([self.config.error_weight, 1.0], device=logits.device)
@@ -309,7 +319,7 @@ class PRMTask(Task):
 
         cfg = self.config
         window_probs = step_probabilities(model, inputs, self.tokenizer.pad_token_id, device, cfg.eval_batch_tokens,
-                                          autocast)
+                                          autocast, cfg.loss)
         probs, labels = solution_probabilities(window_probs, inputs, n_solutions)
         metrics = process_metrics(probs, labels, cfg.threshold)
         nll = [-math.log(max(p if y else 1 - p, 1e-12)) for ps, ys in zip(probs, labels) for p, y in zip(ps, ys)]

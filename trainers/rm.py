@@ -25,6 +25,10 @@ class RMConfig(TrainConfig):
     center_rewards_coefficient: float = option(0.0, "λ of the reward-centering term λ·mean((r_c + r_r)²); 0.01 is usual")
     eval_batch_tokens: int = option(16384, "token budget of one evaluation forward")
     scorer_name: str = option("rm", "name of the classifier scorer in the written rewardsvc.yaml")
+    loss: str = option("bt", "bt: Bradley-Terry on (chosen, rejected) pairs; mse, bce or hl_gauss: regression on "
+                             "pointwise rows {prompt, response, <target_column>} (trainers/rm_pointwise.py)")
+    target_column: str = option("target", "mse/bce/hl_gauss: the row field with the scalar target")
+    hl_gauss_bins: int = option(51, "hl_gauss: value bins over the training targets' range (sigma = 0.75 bins)")
 
 
 @dataclass
@@ -194,4 +198,8 @@ def train_rm(config: RMConfig) -> dict[str, Any]:
     # The loop imports torch; `rewardsvc train --help` needs only the config above.
     from rewardsvc.trainers.loop import Trainer
 
+    if config.loss != "bt":
+        from rewardsvc.trainers.rm_pointwise import PointwiseRMTask
+
+        return Trainer(config, PointwiseRMTask(config)).run()
     return Trainer(config, RMTask(config)).run()

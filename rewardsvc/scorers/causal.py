@@ -106,13 +106,7 @@ class CausalLMScorer(Scorer):
         return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
     def prompt_ids(self, prompt: Text) -> list[int]:
-        """The prompt as the policy saw it: text as given, chat messages through the template."""
-        ids = self.encode(render_prompt(self.tokenizer, prompt))
-        if not ids:  # nothing to condition on: start from BOS (or EOS) so the first token has a log-prob
-            tok = self.tokenizer
-            start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-            ids = [int(start)]
-        return ids
+        return prompt_token_ids(self.tokenizer, prompt)
 
     def chat_parts(self, user: str, assistant_prefill: str = "") -> list[list[int]]:
         return chat_parts(self.tokenizer, user, assistant_prefill)
@@ -135,6 +129,16 @@ class CausalLMScorer(Scorer):
         assert self.generate_batcher is not None
         costs = [len(r.context) + r.max_new_tokens for r in requests]
         return await run_batched(self.generate_batcher, requests, costs)
+
+
+def prompt_token_ids(tokenizer: Any, prompt: Text) -> list[int]:
+    """The prompt as the policy saw it: text as given, chat messages through the template (the
+    implicit-PRM trainer conditions on the same ids)."""
+    ids = list(tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"])
+    if not ids:  # nothing to condition on: start from BOS (or EOS) so the first token has a log-prob
+        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        ids = [int(start)]
+    return ids
 
 
 def logprob_costs(requests: Sequence[LogprobRequest]) -> list[int]:

@@ -110,6 +110,18 @@ def aggregate(step_scores: Sequence[float], how: str, temperature: float = 0.1) 
     raise ValueError(f"aggregation {how!r}: use one of {list(AGGREGATIONS)}")
 
 
+def bin_centers(spec: dict[str, Any]) -> list[float]:
+    """Centres of an HL-Gauss head's bins ({low, high, count} in the checkpoint's config)."""
+    low, high, count = float(spec["low"]), float(spec["high"]), int(spec["count"])
+    return [low + (i + 0.5) * (high - low) / count for i in range(count)]
+
+
+def expected_value(logits: Sequence[float], centers: Sequence[float]) -> float:
+    top = max(logits)
+    w = [math.exp(x - top) for x in logits]
+    return sum(wi * c for wi, c in zip(w, centers)) / sum(w)
+
+
 def _softmax2(good: float, bad: float) -> float:
     """p(good) from two logits, written as a sigmoid of the difference (no overflow)."""
     d = good - bad
@@ -133,6 +145,7 @@ class PRMScorer(PoolingScorer):
         super().__init__(name, config)
         self.tag = config.step_tag or DEFAULT_STEP_TAGS.get(config.format, "")
         self.vocab_ids: list[int] = []
+        self.bin_centers: list[float] | None = None
 
     async def start(self, peers: Mapping[str, Scorer]) -> None:
         cfg: PRMConfig = self.config
@@ -152,7 +165,13 @@ class PRMScorer(PoolingScorer):
 
         task = "lm_logits" if cfg.format in lm_formats else "token_classification"
         await self.load_backend(task, read_step_tag_tokens)
-        if task == "token_classification" and self.backend.num_labels not in (1, 2):
+        # An HL-Gauss value head (`rewardsvc train prm --loss hl_gauss`): one logit per value bin,
+        # the bins in the checkpoint's config; p(good) = the expected bin centre.
+        spec = getattr(getattr(self.backend, "model", None) and self.backend.model.config, "hl_gauss", None)
+        self.bin_centers = bin_centers(spec) if task == "token_classification" and spec else None
+        if self.bin_centers is not None and len(self.bin_centers) != self.backend.num_labels:
+            raise ConfigError(f"{where}: {cfg.model} has {self.backend.num_labels} labels but hl_gauss bins {spec}")
+        if task == "token_classification" and self.bin_centers is None and self.backend.num_labels not in (1, 2):
             raise ConfigError(
                 f"{where}: {cfg.model} has num_labels={self.backend.num_labels}; a PRM head has 2 labels "
                 "(index 1 = good step) or 1 (sigmoid)"
@@ -202,6 +221,8 @@ class PRMScorer(PoolingScorer):
             rows = self.backend.lm_token_logits(ids, positions, self.vocab_ids)
             return [[_softmax2(good, bad) for good, bad in item] for item in rows]
         rows = self.backend.token_logits(ids, positions)
+        if self.bin_centers is not None:
+            return [[expected_value(logit, self.bin_centers) for logit in item] for item in rows]
         if self.backend.num_labels == 1:
             return [[_softmax2(logit[0], 0.0) for logit in item] for item in rows]
         return [[_softmax2(logit[1], logit[0]) for logit in item] for item in rows]
