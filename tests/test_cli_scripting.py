@@ -125,6 +125,23 @@ def test_invalid_lines_keep_their_ids(math_server: ServerProcess) -> None:
     assert "colour" in out[2]["error"]["message"]
 
 
+def test_in_process_scoring_loads_only_the_scorer_asked_for_and_what_it_uses(tmp_path: Path) -> None:
+    """A model scorer that can't load (as with REWARDSVC_SKIP_TRAINING=1) must not stop `score --scorer math`."""
+    config = {"scorers": {
+        "math": {"type": "math", "workers": 1},
+        "rm": {"type": "classifier", "model": str(tmp_path / "not-trained-yet")},
+        "double": {"type": "composite", "components": [{"scorer": "math", "weight": 2.0}]},
+        "math-rm": {"type": "composite", "components": [{"scorer": "math"}, {"scorer": "rm"}]},
+    }}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    for scorer, score in (("math", 1.0), ("double", 2.0)):  # double uses math, and only math
+        proc = cli("score", "--scorer", scorer, "--config", str(tmp_path / "c.yaml"), stdin=json.dumps(ITEM) + "\n")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["score"] == score
+    proc = cli("score", "--scorer", "math-rm", "--config", str(tmp_path / "c.yaml"), stdin=json.dumps(ITEM) + "\n")
+    assert proc.returncode == 2 and "not-trained-yet" in proc.stderr  # it uses rm: rm is loaded, and fails
+
+
 def test_bad_options_fail_the_request_with_invalid_argument(math_server: ServerProcess) -> None:
     for options, says in (('{"extract": ["nope"]}', "nope"), ('{"timeout_s": "soon"}', "timeout_s"),
                           ('{"colour": 1}', "accepted")):
