@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import write_section  # noqa: E402
+from common import write_section
 
 DATA = Path(__file__).parent / "data" / "eval" / "math500-cot-bon8-100.jsonl.gz"
 

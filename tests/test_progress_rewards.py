@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from encoder_models import read_jsonl
+
 from rewardsvc.config import parse_config
 from rewardsvc.scorers.progress_rewards import progress, thought_units, unit_values
 from rewardsvc.service import ScoringService

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from support import ServerProcess
 
 from rewardsvc import messages
 from rewardsvc.server.reward_health import pearson, reward_health
 from rewardsvc.types import ErrorCode, Item, Result
 from rewardsvc.v1 import reward_pb2 as pb
 from rewardsvc.v1 import reward_pb2_grpc as pb_grpc
-from support import ServerProcess
 
 TESTS = Path(__file__).resolve().parent
 DASHBOARD = TESTS.parent / "deploy" / "grafana" / "rewardsvc-reward-health.json"

@@ -21,9 +21,10 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rewardsvc.dataclass_dict import option
 from rewardsvc.trainers.loop import Task, TrainConfig, Trainer

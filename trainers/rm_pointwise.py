@@ -11,9 +11,10 @@ target units, and, when rows carry a boolean `label` (e.g. "the solution is corr
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rewardsvc.trainers import value_heads
 from rewardsvc.trainers.rm import RMConfig, pad_batch, set_pad_token

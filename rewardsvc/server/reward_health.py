@@ -145,7 +145,7 @@ class HealthWindows:
         return out
 
 
-def health_to_pb(health: RewardHealth) -> "pb.RewardHealth":
+def health_to_pb(health: RewardHealth) -> pb.RewardHealth:
     from rewardsvc.v1 import reward_pb2 as pb
 
     msg = pb.RewardHealth(

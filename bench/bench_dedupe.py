@@ -1,0 +1,175 @@
+"""GRPO-shaped math load with and without dedupe, and the result cache's hit path, one run.
+
+    .venv/bin/python bench/bench_dedupe.py [--problems N] [--groups-per-request G] [--rounds R]
+
+Loads (one group_id per problem, each request G whole groups, sent one request at a time as a
+trainer's reward step does):
+  gsm8k-resampled  8 rollouts per GSM8K test problem drawn with replacement (seeded) from the
+                   problem's 4 model solutions in bench/data/eval (only 4 exist per problem, so
+                   some rollouts repeat a solution word for word, as a policy sampling at low
+                   temperature does)
+  gsm8k-distinct   the 4 model solutions + the reference solution: 5 different texts per problem,
+                   so every saving comes from equal final answers
+  math500-bon8     100 MATH problems x 8 sampled CoT responses (Qwen2.5-Math's BoN example data)
+Baseline and dedupe run on two real servers (server.dedupe false / true, same math workers),
+alternating round by round; the results of both must be identical item for item.
+Cache: a server with result_cache_items; the latency of a one-group request computed, then the
+same request answered from the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import gzip
+import json
+import random
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import grpc
+from common import write_section
+from support import ServerProcess
+
+from rewardsvc import messages
+from rewardsvc.types import Item
+from rewardsvc.v1 import reward_pb2 as pb
+from rewardsvc.v1 import reward_pb2_grpc as pb_grpc
+
+EVAL = Path(__file__).parent / "data" / "eval"
+MODELS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
+
+
+def gsm8k(problems: int, distinct: bool, seed: int = 0) -> list[list[Item]]:
+    rng = random.Random(seed)
+    groups = []
+    with gzip.open(EVAL / "gsm8k-test-model-solutions.jsonl.gz", "rt") as f:
+        for p, line in zip(range(problems), f):
+            row = json.loads(line)
+            answer = re.search(r"A:\s*(.+?)\s*$", row["ground_truth"]).group(1)
+            sols = [row[m]["solution"] for m in MODELS]
+            texts = sols + [row["ground_truth"]] if distinct else [rng.choice(sols) for _ in range(8)]
+            groups.append([Item(id=f"{p}-{k}", prompt=row["question"], response=t, reference=answer, group_id=str(p))
+                           for k, t in enumerate(texts)])
+    return groups
+
+
+def math500(problems: int) -> list[list[Item]]:
+    groups = []
+    with gzip.open(EVAL / "math500-cot-bon8-100.jsonl.gz", "rt") as f:
+        for p, line in zip(range(problems), f):
+            row = json.loads(line)
+            responses = row["code"] if isinstance(row["code"], list) else ast.literal_eval(row["code"])
+            groups.append([Item(id=f"{p}-{k}", prompt=row["question"], response=r, reference=row["answer"],
+                                group_id=str(p)) for k, r in enumerate(responses)])
+    return groups
+
+
+def requests_of(groups: list[list[Item]], per_request: int) -> list[list[Item]]:
+    return [[it for g in groups[i:i + per_request] for it in g] for i in range(0, len(groups), per_request)]
+
+
+def run_load(address: str, batches: list[list[Item]]) -> tuple[float, list[pb.Result], int, int]:
+    """Seconds, results in order, deduplicated items, flat groups."""
+    results: list[pb.Result] = []
+    saved = flat = 0
+    with grpc.insecure_channel(address) as ch:
+        stub = pb_grpc.RewardServiceStub(ch)
+        t0 = time.perf_counter()
+        for batch in batches:
+            resp = stub.Score(pb.ScoreRequest(scorer="math", items=[messages.item_to_pb(i) for i in batch]),
+                              timeout=600)
+            results.extend(resp.results)
+            saved += resp.metadata.deduplicated_items
+            flat += resp.metadata.health.flat_groups
+        return time.perf_counter() - t0, results, saved, flat
+
+
+def cache_latency(address: str, groups: list[list[Item]]) -> tuple[list[float], list[float], int]:
+    """Per one-group request: ms computed (first time), ms from the cache (second time), hits."""
+    computed, cached, hits = [], [], 0
+    with grpc.insecure_channel(address) as ch:
+        stub = pb_grpc.RewardServiceStub(ch)
+        for g in groups:
+            req = pb.ScoreRequest(scorer="math", items=[messages.item_to_pb(i) for i in g])
+            for out in (computed, cached):
+                t0 = time.perf_counter()
+                resp = stub.Score(req, timeout=600)
+                out.append((time.perf_counter() - t0) * 1000)
+            hits += resp.metadata.cache_hits
+    return computed, cached, hits
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--problems", type=int, default=200, help="GSM8K problems per load (MATH500 has 100)")
+    ap.add_argument("--groups-per-request", type=int, default=16, help="groups of 8 per request (16 = 128 items)")
+    ap.add_argument("--rounds", type=int, default=2, help="baseline/dedupe alternations per load")
+    ap.add_argument("--workers", type=int, default=2, help="math worker processes of each server")
+    ap.add_argument("--cache-groups", type=int, default=50, help="one-group requests timed for the cache")
+    ap.add_argument("--no-write", action="store_true", help="print, don't write bench/RESULTS.md")
+    args = ap.parse_args()
+
+    loads = {
+        "gsm8k-resampled": gsm8k(args.problems, distinct=False),
+        "gsm8k-distinct": gsm8k(args.problems, distinct=True),
+        "math500-bon8": math500(100),
+    }
+    math = {"type": "math", "workers": args.workers, "timeout_s": 10.0}
+    lines = [
+        f"Math scorer, {args.workers} worker processes per server; requests of {args.groups_per_request} groups "
+        "sent one after another; items/s over the whole load, best of the rounds (rounds alternate baseline "
+        "and dedupe).", "",
+        "| load | items | distinct (answer, reference) per group | baseline items/s | dedupe items/s | speed-up "
+        "| deduplicated | identical results |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    with ServerProcess({"server": {"dedupe": False}, "scorers": {"math": math}}) as base_srv, \
+            ServerProcess({"server": {"dedupe": True}, "scorers": {"math": math}}) as dd_srv:
+        for name, groups in loads.items():
+            batches = requests_of(groups, args.groups_per_request)
+            n = sum(len(b) for b in batches)
+            run_load(base_srv.address, batches[:1])  # warm both pools
+            run_load(dd_srv.address, batches[:1])
+            base_t, dd_t = [], []
+            same = True
+            saved = 0
+            for _ in range(args.rounds):
+                t, base_res, _, _ = run_load(base_srv.address, batches)
+                base_t.append(t)
+                t, dd_res, saved, _ = run_load(dd_srv.address, batches)
+                dd_t.append(t)
+                same = same and [r.SerializeToString(deterministic=True) for r in base_res] == \
+                    [r.SerializeToString(deterministic=True) for r in dd_res]
+            answers = iter(messages.result_from_pb(r).details.get("extracted_answer") for r in dd_res)
+            distinct = statistics.mean(len({next(answers) for _ in g}) for g in groups)
+            b, d = n / min(base_t), n / min(dd_t)
+            lines.append(f"| {name} | {n} | {distinct:.2f} | {b:.0f} | {d:.0f} | {d / b:.2f}x | {saved} "
+                         f"({saved / n:.0%}) | {'yes' if same else 'NO'} |")
+            print(lines[-1], flush=True)
+    cache_groups = loads["gsm8k-resampled"][: args.cache_groups]
+    with ServerProcess({"server": {"result_cache_items": 100_000}, "scorers": {"math": math}}) as srv:
+        run_load(srv.address, requests_of(loads["gsm8k-resampled"][-2:], 1))  # warm the pool, not the groups timed
+        computed, cached, hits = cache_latency(srv.address, cache_groups)
+    q = lambda xs, p: statistics.quantiles(xs, n=100)[p - 1]  # noqa: E731
+    lines += ["", f"Result cache: {len(cache_groups)} one-group requests (8 items each, GSM8K resampled), each sent "
+              f"twice to a server with result_cache_items=100000; {hits} of {8 * len(cache_groups)} items of the "
+              "second sends came from the cache.", "",
+              "| path | p50 ms | p90 ms | mean ms |", "|---|---|---|---|",
+              f"| computed (dedupe + math workers) | {q(computed, 50):.2f} | {q(computed, 90):.2f} | "
+              f"{statistics.mean(computed):.2f} |",
+              f"| cache hit | {q(cached, 50):.2f} | {q(cached, 90):.2f} | {statistics.mean(cached):.2f} |"]
+    print("\n".join(lines[-4:]))
+    if not args.no_write:
+        cmd = "heavy .venv/bin/python bench/bench_dedupe.py " + " ".join(sys.argv[1:])
+        write_section("Dedupe and result cache (GRPO-shaped math)", cmd.strip(), "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
