@@ -130,7 +130,7 @@ def f3(x: Any) -> str:
     return f"{x:.3f}" if isinstance(x, float) else str(x)
 
 
-def write_results(runs: list[str], trainer_dirs: list[str]) -> None:
+def write_results(runs: list[str], trainer_dirs: list[str], note: str = "") -> None:
     """The RESULTS.md section from finished runs' summaries and training runs' results.json."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from common import write_section
@@ -172,6 +172,8 @@ def write_results(runs: list[str], trainer_dirs: list[str]) -> None:
                          + " | ".join(f3(res.get('eval_ood_' + k, '-')) for k in keys) + " |")
     loads = "; ".join(f"{r['name']}: {r['load_before'][0]}-{r['load_after'][0]}" for r in rows)
     lines += ["", f"1-minute load average before/after each scoring run: {loads}."]
+    if note:
+        lines += ["", note]
     write_section("Default PRM: long and out-of-distribution solutions (prm_long.py)",
                   "python bench/prm_long.py --name NAME [--model M] [--code DIR]; then --write NAMES", "\n".join(lines))
 
@@ -180,6 +182,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", help="label of this run (reports/prm_long/NAME/)")
     p.add_argument("--write", nargs="+", metavar="RUN", help="write the RESULTS.md section from these runs")
+    p.add_argument("--note", help="--write: a file whose text goes under the tables (what the runs are)")
     p.add_argument("--trainer-results", nargs="*", default=[], metavar="DIR",
                    help="--write: also list these training runs' results.json (in-distribution, held-out categories)")
     p.add_argument("--model", default="cache:default-prm", help="the PRM to serve")
@@ -187,7 +190,7 @@ def main() -> int:
     p.add_argument("--max-length", type=int, default=512)
     args = p.parse_args()
     if args.write:
-        write_results(args.write, args.trainer_results)
+        write_results(args.write, args.trainer_results, Path(args.note).read_text() if args.note else "")
         return 0
     if not args.name:
         p.error("--name is required to score")
