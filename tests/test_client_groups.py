@@ -12,11 +12,11 @@ import socket
 
 import grpc
 import pytest
+from support import ServerProcess
 
 from rewardsvc.client import AsyncRewardClient, RewardClient, RewardServiceCallError
 from rewardsvc.client.chunks import pack, units
 from rewardsvc.types import Item
-from support import ServerProcess
 
 LIMIT = 300
 CONFIG = {
@@ -97,9 +97,8 @@ def free_port() -> int:
 
 def test_no_server_fails_within_the_connect_wait_naming_the_address() -> None:
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
-    with RewardClient(address, connect_timeout_s=1.0) as client:
-        with pytest.raises(RewardServiceCallError) as err:
-            client.score("math", [{"response": "\\boxed{1}", "reference": "1"}])
+    with RewardClient(address, connect_timeout_s=1.0) as client, pytest.raises(RewardServiceCallError) as err:
+        client.score("math", [{"response": "\\boxed{1}", "reference": "1"}])
     assert err.value.code == grpc.StatusCode.UNAVAILABLE
     assert address in err.value.details and "connect_timeout_s=1s" in err.value.details
 

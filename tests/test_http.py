@@ -14,7 +14,6 @@ import urllib.request
 
 import aiohttp
 import pytest
-
 from readme_snippets import trainer_snippet
 from support import ServerProcess
 from trainer_sources import trainer_source

@@ -17,11 +17,11 @@ import sys
 
 import grpc
 import pytest
+from support import ServerProcess
+from trainer_sources import trainer_source
 
 from rewardsvc.client import RewardClient, RewardServiceCallError
 from rewardsvc.integrations import areal, compute_score, compute_score_async, trl
-from support import ServerProcess
-from trainer_sources import trainer_source
 
 CONFIG = {"scorers": {
     "math": {"type": "math", "workers": 2, "timeout_s": 5.0},
@@ -149,12 +149,12 @@ def test_verl_compute_score_as_each_manager_calls_it(server, monkeypatch) -> Non
 
 
 def test_verl_unknown_data_source_and_bad_settings_are_clear_errors(server) -> None:
-    with pytest.raises(ValueError, match="no scorer for data_source 'hiyouga/geometry3k'.*data_source_scorers"):
+    with pytest.raises(ValueError, match=r"no scorer for data_source 'hiyouga/geometry3k'.*data_source_scorers"):
         compute_score(data_source="hiyouga/geometry3k", solution_str="x", ground_truth="1", address=server.address)
     mapped = compute_score(data_source="hiyouga/geometry3k", solution_str="\\boxed{1}", ground_truth="1",
                            address=server.address, data_source_scorers={"hiyouga/geometry3k": "math"})
     assert mapped["score"] == 1.0
-    with pytest.raises(TypeError, match="unknown argument.*'adress'.*accepts"):
+    with pytest.raises(TypeError, match=r"unknown argument.*'adress'.*accepts"):
         compute_score(data_source="math", solution_str="x", ground_truth="1", adress=server.address)
     # An item the scorer can't take: the error value, and why, in reward_extra_info.
     failed = compute_score(data_source="math", solution_str="\\boxed{1}", ground_truth=None, address=server.address)
@@ -177,8 +177,9 @@ def test_verl_async_samples_of_one_moment_share_requests(server) -> None:
 
 
 def _requests(metrics: str, scorer: str) -> float:
-    line = next((ln for ln in metrics.splitlines() if ln.startswith(f'rewardsvc_requests_total{{code="OK",scorer="{scorer}"}}')
-                 or ln.startswith(f'rewardsvc_requests_total{{scorer="{scorer}",code="OK"}}')), None)
+    names = (f'rewardsvc_requests_total{{code="OK",scorer="{scorer}"}}',
+             f'rewardsvc_requests_total{{scorer="{scorer}",code="OK"}}')
+    line = next((ln for ln in metrics.splitlines() if ln.startswith(names)), None)
     return float(line.split()[-1]) if line else 0.0
 
 

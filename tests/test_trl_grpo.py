@@ -13,11 +13,11 @@ import threading
 
 import grpc
 import pytest
-
 from readme_snippets import trainer_snippet
+from support import ServerProcess
+
 from rewardsvc.client import RewardClient, RewardServiceCallError
 from rewardsvc.integrations.trl import reward_func
-from support import ServerProcess
 
 pytestmark = pytest.mark.slow  # loads SmolLM2 and trains
 
@@ -169,7 +169,8 @@ def test_stopping_the_server_under_a_step(tmp_path) -> None:
             trainer.train()
         # Step 1 was scored by the restarted server (the first was gone) and trained; step 2 found none.
         assert trainer.state.global_step == 1 and len(stopper.servers) == 2
-        means = [h["rewards/rewardsvc_math/mean"] for h in trainer.state.log_history if "rewards/rewardsvc_math/mean" in h]
+        key = "rewards/rewardsvc_math/mean"
+        means = [h[key] for h in trainer.state.log_history if key in h]
         assert len(means) == 1 and means[0] is not None
         assert err.value.code == grpc.StatusCode.UNAVAILABLE
         assert address in err.value.details and "connect_timeout_s=3s" in err.value.details

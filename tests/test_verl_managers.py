@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-import rewardsvc.integrations.verl as verl_adapter
 from readme_snippets import trainer_snippet
-from rewardsvc.client import RewardClient
 from support import ServerProcess
 from trainer_sources import trainer_source
+
+import rewardsvc.integrations.verl as verl_adapter
+from rewardsvc.client import RewardClient
 
 pytestmark = pytest.mark.slow  # loads veRL, the SmolLM2 tokenizer and a code sandbox
 
@@ -42,7 +42,7 @@ CODE_ITEMS = [  # (response, ground truth): prime_code and rewardsvc agree on th
     ("```python\ndef f(xs, k):\n    return sum(xs) + k\n```", CALL),
     ("```python\nclass Solution:\n    def twoSum(self, nums: List[int], target: int) -> List[int]:\n"
      "        seen = {}\n        for i, x in enumerate(nums):\n            if target - x in seen:\n"
-     "                return [seen[target - x], i]\n            seen[x] = i\n```", LEETCODE),  # List: prime_code's prelude
+     "                return [seen[target - x], i]\n            seen[x] = i\n```", LEETCODE),  # List: the prelude
     ("```python\nprint(1 / int(input()))\n```", FLOATS),  # 0.3333333333333333 within allclose
     ("```python\ndef (:\n```", STDIN),
 ]
@@ -93,7 +93,8 @@ def batch(tokenizer, rows: list[tuple[str, str, object, str]]):
     return DataProto.from_dict(
         tensors={"prompts": p, "responses": r, "attention_mask": mask, "input_ids": torch.cat([p, r], 1)},
         non_tensors={"data_source": np.array([d for d, _, _, _ in rows], dtype=object),
-                     "reward_model": np.array([{"ground_truth": g, "style": "rule"} for _, _, g, _ in rows], dtype=object),
+                     "reward_model": np.array([{"ground_truth": g, "style": "rule"} for _, _, g, _ in rows],
+                                              dtype=object),
                      "extra_info": np.array([{"index": i // 4, "question": q} for i, (_, q, _, _) in enumerate(rows)],
                                             dtype=object)})
 
@@ -213,5 +214,5 @@ def test_an_unknown_data_source_stops_the_manager_naming_the_option(server, toke
 
     fn = get_custom_reward_fn(readme_config(server.address))
     manager = NaiveRewardManager(tokenizer=tokenizer, num_examine=0, compute_score=fn)
-    with pytest.raises(ValueError, match="data_source 'searchR1_nq'.*reward_kwargs.data_source_scorers"):
+    with pytest.raises(ValueError, match=r"data_source 'searchR1_nq'.*reward_kwargs\.data_source_scorers"):
         manager(batch(tokenizer, [("searchR1_nq", "q", "a", "a")]), return_dict=True)

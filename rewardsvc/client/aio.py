@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import uuid
@@ -179,7 +180,7 @@ class AsyncRewardClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def __aenter__(self) -> "AsyncRewardClient":
+    async def __aenter__(self) -> AsyncRewardClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -199,10 +200,8 @@ class AsyncRewardClient:
             left = give_up_at - loop.time()
             if left <= 0:
                 raise self._unavailable(f"connection {state.name.lower()}")
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._channel.wait_for_state_change(state), left)
-            except asyncio.TimeoutError:
-                pass
             state = self._channel.get_state(try_to_connect=True)
 
     async def _call(self, request: pb.ScoreRequest, timeout_s: float | None) -> pb.ScoreResponse:
@@ -314,7 +313,8 @@ class AsyncRewardClient:
 
     async def list_scorers(self, timeout_s: float = 30.0) -> list[dict[str, Any]]:
         try:
-            resp = await self._stub.ListScorers(pb.ListScorersRequest(), timeout=timeout_s, metadata=self.metadata or None)
+            resp = await self._stub.ListScorers(pb.ListScorersRequest(), timeout=timeout_s,
+                                                metadata=self.metadata or None)
         except grpc.aio.AioRpcError as exc:
             raise RewardServiceCallError(exc.code(), exc.details() or "") from None
         return [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine, Mapping, Sequence
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from rewardsvc.client.aio import AsyncRewardClient, ItemLike
 from rewardsvc.types import Result
@@ -60,7 +60,7 @@ class RewardClient:
         self._thread.join(timeout=5)
         self._loop.close()
 
-    def __enter__(self) -> "RewardClient":
+    def __enter__(self) -> RewardClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

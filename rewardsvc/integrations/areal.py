@@ -79,5 +79,6 @@ def reward_fn(prompt: str, completions: str, prompt_ids: Sequence[int] | None = 
     $REWARDSVC_AUTH_TOKEN and $REWARDSVC_REFERENCE_KEY, for AReaL configs that name a function."""
     env = os.environ
     fn = RewardFn(env.get("REWARDSVC_SCORER") or "math", env.get("REWARDSVC_ADDRESS") or DEFAULT_ADDRESS,
-                  token=env.get("REWARDSVC_AUTH_TOKEN") or None, reference_key=env.get("REWARDSVC_REFERENCE_KEY") or None)
+                  token=env.get("REWARDSVC_AUTH_TOKEN") or None,
+                  reference_key=env.get("REWARDSVC_REFERENCE_KEY") or None)
     return fn(prompt, completions, prompt_ids, completion_ids, **data)

@@ -24,6 +24,7 @@ class Coalescer:
         self.window_s = window_s
         self.max_items = max_items
         self._pending: dict[tuple[str, str], list[tuple[Item, asyncio.Future[Result]]]] = {}
+        self._sending: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
 
     async def score(self, scorer: str, item: Item, options: dict[str, Any] | None = None) -> Result:
         key = (scorer, json.dumps(options or {}, sort_keys=True))
@@ -41,7 +42,9 @@ class Coalescer:
         if self._pending.get(key) is not batch:
             return  # already sent (full before the window ended)
         del self._pending[key]
-        asyncio.ensure_future(self._send(key, batch))
+        task = asyncio.ensure_future(self._send(key, batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def _send(self, key: tuple[str, str], batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         scorer, options = key

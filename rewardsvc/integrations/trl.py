@@ -28,8 +28,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rewardsvc.client import AsyncRewardClient, RewardClient
-from rewardsvc.integrations.common import (DEFAULT_ADDRESS, REFERENCE_COLUMNS, checked, group_ids, outcome,
-                                           stable_key, to_reference)
+from rewardsvc.integrations.common import (
+    DEFAULT_ADDRESS,
+    REFERENCE_COLUMNS,
+    checked,
+    group_ids,
+    outcome,
+    stable_key,
+    to_reference,
+)
 from rewardsvc.types import Result, content_text
 
 log = logging.getLogger(__name__)
@@ -159,7 +166,7 @@ def async_reward_func(scorer: str, client: AsyncRewardClient | str | Sequence[st
     functions. Given an address, it opens one AsyncRewardClient per event loop it is awaited on
     (gRPC's asyncio channels belong to one loop); a given AsyncRewardClient must live on TRL's loop."""
     spec = _Spec(scorer, name, reference_column, num_generations, include_reasoning, error_value, options)
-    per_loop: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRewardClient]" = weakref.WeakKeyDictionary()
+    per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncRewardClient] = weakref.WeakKeyDictionary()
 
     async def reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
         items, where, bad = checked(spec.items(prompts, completions, kwargs))

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ class Settings:
     details: tuple[str, ...] = ("verdict",)
 
     @classmethod
-    def of(cls, kwargs: Mapping[str, Any]) -> "Settings":
+    def of(cls, kwargs: Mapping[str, Any]) -> Settings:
         unknown = set(kwargs) - set(SETTINGS) - VERL_KWARGS
         if unknown:
             raise TypeError(f"rewardsvc compute_score: unknown argument(s) {sorted(unknown)}; "
@@ -136,14 +137,16 @@ def _warn(results: Sequence[Result], settings: Settings) -> None:
 
 # -- clients, one per settings (and per event loop for asyncio), per process ----------------------
 _clients: dict[tuple[int, Settings], RewardClient] = {}
-_async: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Settings, Coalescer]]" = weakref.WeakKeyDictionary()
+_clients_lock = threading.Lock()
+_async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Settings, Coalescer]] = weakref.WeakKeyDictionary()
 
 
 def _client(settings: Settings) -> RewardClient:
     key = (os.getpid(), settings)  # a forked worker must not reuse its parent's channel
-    if key not in _clients:
-        _clients[key] = RewardClient(settings.address, **settings.client_kwargs())
-    return _clients[key]
+    with _clients_lock:  # the reward loop calls a sync function from its executor's threads
+        if key not in _clients:
+            _clients[key] = RewardClient(settings.address, **settings.client_kwargs())
+        return _clients[key]
 
 
 def _coalescer(settings: Settings) -> Coalescer:
