@@ -277,7 +277,7 @@ class AsyncRewardClient:
                         raise
                     response = None
             if response is None:
-                await asyncio.gather(*(send(c) for c in smaller))
+                await asyncio.gather(*(send(c) for c in smaller or []))
                 return
             if len(response.results) != len(chunk):
                 raise RewardServiceCallError(

@@ -74,12 +74,12 @@ class _Spec:
         return out
 
     def _references(self, columns: dict[str, Any], n: int) -> Sequence[Any] | None:
-        if self.reference_column is not None:
-            if self.reference_column not in columns:
+        column: str | None = self.reference_column
+        if column is not None:
+            if column not in columns:
                 data_columns = sorted(set(columns) - TRAINER_KWARGS)
-                raise ValueError(f"{self.name}: reference_column {self.reference_column!r} is not a dataset column; "
+                raise ValueError(f"{self.name}: reference_column {column!r} is not a dataset column; "
                                  f"the dataset has {data_columns}")
-            column = self.reference_column
         else:
             column = next((c for c in REFERENCE_COLUMNS if c in columns), None)
             if column is None:
@@ -174,9 +174,10 @@ def async_reward_func(scorer: str, client: AsyncRewardClient | str | Sequence[st
             aio = client
         else:
             loop = asyncio.get_running_loop()
-            aio = per_loop.get(loop)
-            if aio is None:
-                aio = per_loop[loop] = AsyncRewardClient(client, **client_kwargs)
+            found = per_loop.get(loop)
+            if found is None:
+                found = per_loop[loop] = AsyncRewardClient(client, **client_kwargs)
+            aio = found
         results = await aio.score(spec.scorer, items, **spec.options) if items else []
         return spec.rewards(len(prompts), where, results, bad, kwargs.get("log_metric"), kwargs.get("log_extra"))
 

@@ -129,10 +129,10 @@ def _answer(result: Result, settings: Settings) -> dict[str, Any]:
 
 
 def _warn(results: Sequence[Result], settings: Settings) -> None:
-    failed = [r for r in results if r.error is not None]
+    failed = [r.error for r in results if r.error is not None]
     if failed:
         log.warning("rewardsvc: %d of %d samples could not be scored (score %s, see reward_extra_info['error']); "
-                    "first: %s", len(failed), len(results), settings.error_score, failed[0].error.message[:300])
+                    "first: %s", len(failed), len(results), settings.error_score, failed[0].message[:300])
 
 
 # -- clients, one per settings (and per event loop for asyncio), per process ----------------------

@@ -157,7 +157,7 @@ class HttpEndpoint:
             raise HttpError("UNAVAILABLE", "server is still loading its scorers; retry shortly")
         label = scorer if self.service.has_scorer(scorer) else "unknown"
         t0 = time.perf_counter()
-        code, errors = "OK", {}
+        code, errors = "OK", dict[str, int]()
         try:
             results, timing = await self.service.score_timed(scorer, items, options)
             for r in results:
