@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Bump when the install steps change, so `make install` redoes them on machines that have a venv.
 INSTALL_VERSION := 2
 
-.PHONY: install serve demo test lint proto clean
+.PHONY: install serve demo test test-fast lint proto clean
 
 install: $(STAMP)
 
@@ -38,9 +38,22 @@ serve: install
 demo: install
 	$(PY) -m rewardsvc.demo
 
-test: install
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); rc=$$?; \
+# A worker per core (pytest-xdist); each test file stays on one worker, so module fixtures (shared
+# servers, loaded models, training runs) are made once, and tests/conftest.py starts the files with the
+# most slow tests first. pytest's exit 5 (no tests collected) fails the target.
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
+define run_pytest
+	$(PYTEST) $(1) $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
+endef
+
+# The whole suite.
+test: install
+	$(call run_pytest,)
+
+# The edit loop: every area, without the tests marked slow (models, training, seconds of real waiting).
+test-fast: install
+	$(call run_pytest,-m "not slow")
 
 # ruff (rule set in pyproject.toml) and mypy (packages = rewardsvc, which takes in verifiers/ and trainers/
 # through the links rewardsvc/verifiers and rewardsvc/trainers). Checks only: fixes are `ruff check --fix`.
