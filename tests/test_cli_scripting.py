@@ -92,6 +92,7 @@ def test_health_wait_returns_only_once_a_loading_server_can_score(tmp_path: Path
         server.wait(60)
 
 
+@pytest.mark.slow  # waits out the CLI's timeout
 def test_score_timeout_against_a_dead_address_fails_within_it() -> None:
     # A port nobody listens on, and a non-routable address where connecting hangs.
     for address in (f"127.0.0.1:{free_port()}", "10.255.255.1:50051"):
@@ -183,6 +184,7 @@ def locked_server(pki: Path) -> Iterator[ServerProcess]:
         yield srv
 
 
+@pytest.mark.slow  # TLS server and several CLI processes: about 5-10 s
 def test_token_and_mutual_tls_from_the_cli(locked_server: ServerProcess, pki: Path, tmp_path: Path) -> None:
     tls = ["--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / "client.pem"), "--tls-key", str(pki / "client.key")]
     at = ["--address", locked_server.address, *tls]

@@ -49,6 +49,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # waits for a late server: about 5 s
 def test_retries_until_a_late_server_is_up() -> None:
     port = free_port()
     cfg = {"server": {"port": port}, "scorers": MATH_CONFIG["scorers"]}

@@ -63,6 +63,7 @@ async def _run_and_stop(addresses: list[str], victim: ServerProcess, how: str) -
 
 
 @pytest.mark.parametrize("how", ["kill", "terminate"])
+@pytest.mark.slow  # two servers, one stopped mid-run: about 4 s each
 def test_retries_move_to_the_live_server_when_one_stops_mid_run(how: str) -> None:
     with ServerProcess(SLOW, ENV) as a, ServerProcess(SLOW, ENV) as b:
         assert a.proc is not None and b.proc is not None

@@ -13,6 +13,9 @@ import pytest
 
 from code_support import InProcessService, humaneval, humaneval_item, humaneval_mutants, mbpp, mbpp_item
 
+# Hundreds of reference programs and mutants through the real sandbox: 5-15 s per test.
+pytestmark = pytest.mark.slow
+
 UID = 61200
 
 

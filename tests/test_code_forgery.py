@@ -194,6 +194,7 @@ CHANNEL_FORGERIES: dict[str, str] = {
 }
 
 
+@pytest.mark.slow  # many sandboxed runs: about 5 s
 def test_forged_replies_change_no_outcome(svc: InProcessService) -> None:
     tests = STOP_TESTS + ["assert all(map(bool, [g()]))"]
     items = [{"id": name, "response": program, "reference": json.dumps({"asserts": tests})}

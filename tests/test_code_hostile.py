@@ -27,6 +27,9 @@ from rewardsvc.client.aio import RewardServiceCallError
 from rewardsvc.types import ErrorCode
 from support import REPO, ServerProcess
 
+# 41 hostile programs, each run into a real limit of the sandbox: about 30 s for the file.
+pytestmark = pytest.mark.slow
+
 UID = 61300
 WORKERS = 2
 SECRET = f"rewardsvc-secret-{uuid.uuid4().hex}"

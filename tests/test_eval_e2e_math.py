@@ -85,6 +85,7 @@ def test_best_of_4_and_ties_known_answers_with_item_errors(math_server: ServerPr
     assert_report_files(out)
 
 
+@pytest.mark.slow  # every suite in-process and served: about 5 s
 def test_verifier_and_hacking_suites_in_process_match_the_server(math_server: ServerProcess, tmp_path: Path) -> None:
     cfg = tmp_path / "math.yaml"
     cfg.write_text(yaml.safe_dump({"scorers": {"math": {"type": "math", "workers": 1, "timeout_s": 5.0},
@@ -144,6 +145,7 @@ def test_caller_errors_exit_2_with_a_message(math_server: ServerProcess, tmp_pat
     assert "missing.jsonl" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # own server; seconds of start and drain
 def test_eval_sends_the_bearer_token_a_server_requires(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("REWARDSVC_AUTH_TOKEN", raising=False)

@@ -110,6 +110,7 @@ EXPECTED_VERDICTS = {
 }
 
 
+@pytest.mark.slow  # waits out the math timeouts: about 7 s
 def test_hostile_math_is_contained_while_the_server_keeps_answering(client, math_server) -> None:
     if os.path.exists(PWN):
         os.remove(PWN)

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import grpc
+import pytest
 
 from rewardsvc.client import AsyncRewardClient, RewardClient, RewardServiceCallError
 from support import ServerProcess
@@ -41,6 +42,7 @@ async def burst(address: str, calls: int, items: int, seconds: float) -> tuple[i
     return ok, refused, other
 
 
+@pytest.mark.slow  # own server under ten times its load: about 5 s
 def test_ten_times_the_rpc_limit() -> None:
     cfg = {"server": {"max_concurrent_rpcs": 8}, "scorers": {"slow": {"type": "faulty_scorers:SlowScorer"}}}
     with ServerProcess(cfg, env=ENV) as srv:

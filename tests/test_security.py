@@ -42,6 +42,7 @@ def code_of(fn) -> grpc.StatusCode:
     return e.value.code
 
 
+@pytest.mark.slow  # own server; seconds of start and drain
 def test_bearer_token(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("s3cret-token\n")
@@ -59,6 +60,7 @@ def test_bearer_token(tmp_path: Path) -> None:
             assert resp.status == health_pb2.HealthCheckResponse.SERVING
 
 
+@pytest.mark.slow  # own server; seconds of start and drain
 def test_token_from_environment() -> None:
     with ServerProcess(MATH_CONFIG, env={"REWARDSVC_AUTH_TOKEN": "envtok"}) as srv:
         with RewardClient(srv.address, retries=0) as c:
@@ -67,6 +69,7 @@ def test_token_from_environment() -> None:
             assert c.score("math", [ITEM])[0].score == 1.0
 
 
+@pytest.mark.slow  # two TLS servers: about 10 s
 def test_tls_and_mutual_tls(pki: Path) -> None:
     tls = {"tls_cert_file": str(pki / "server.pem"), "tls_key_file": str(pki / "server.key")}
     with ServerProcess({"server": tls, **MATH_CONFIG}) as srv:
@@ -89,6 +92,7 @@ def test_plaintext_on_a_non_loopback_address_is_refused() -> None:
         srv.start()
 
 
+@pytest.mark.slow  # own server; seconds of start and drain
 def test_metrics_and_json_logs_without_item_text() -> None:
     secret = "PRIVATE-PROMPT-TEXT-42"
     cfg = {"server": {"log_format": "json"}, **MATH_CONFIG}

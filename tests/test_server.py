@@ -81,6 +81,7 @@ def test_stream_answers_each_request_with_its_id_fast_ones_first(math_server) ->
     assert "no scorer named" in by_id["unknown"].error.message
 
 
+@pytest.mark.slow  # items wait seconds for a busy worker
 def test_metadata_reports_queue_time_when_items_wait_for_a_worker(math_server) -> None:
     """The math server has 2 workers: of 4 slow checks in one request, two wait for the first two."""
     # Four references, so four checks: identical items would be one check (server.dedupe).
@@ -107,6 +108,7 @@ def test_deadline_drops_the_work_and_the_server_goes_on(math_server) -> None:
         assert c.score("math", [{"response": "\\boxed{7}", "reference": "7"}])[0].score == 1.0
 
 
+@pytest.mark.slow  # own server; seconds of start and drain
 def test_limits_items_per_request_text_length_and_message_size() -> None:
     cfg = {"server": {"max_items_per_request": 5, "max_text_chars": 1000, "max_message_bytes": 200_000},
            "scorers": MATH_CONFIG["scorers"]}
@@ -124,6 +126,7 @@ def test_limits_items_per_request_text_length_and_message_size() -> None:
         assert c.score("math", [{"response": "\\boxed{2}", "reference": "2"}])[0].score == 1.0
 
 
+@pytest.mark.slow  # waits out a drain: about 8 s
 def test_sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_0() -> None:
     srv = ServerProcess(MATH_CONFIG).start()
     try:

@@ -59,6 +59,7 @@ def test_cancelled_job_never_reuses_its_busy_worker() -> None:
     run(main())
 
 
+@pytest.mark.slow  # waits out a hung worker's timeout
 def test_queue_bound() -> None:
     async def main() -> None:
         pool = await _pool(queue_limit=2)
