@@ -1,9 +1,13 @@
 """Bounded soak: every scorer of the default config under mixed concurrent load for ~10 minutes.
 
     .venv/bin/python bench/soak.py [--seconds 600] [--concurrency 8] [--config F]
+    .venv/bin/python bench/soak.py --hostile --seconds 120   # the same honest load, alone, then beside
+                                                            # one hostile client per attack family
 
 Reports throughput, p50/p99 latency and error counts per scorer, and the server's RSS over time,
 into bench/RESULTS.md. Traffic stays on loopback, bounded in time and in calls in flight.
+With --hostile (bench/hostile_clients.py) the honest callers' numbers with and without the
+hostile clients come from one server in one run, with the slowest health check of each phase.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_section  # noqa: E402
+from hostile_clients import FAMILIES, HealthProbe, run_hostile  # noqa: E402
 from support import ServerProcess  # noqa: E402
 
 from rewardsvc.client import AsyncRewardClient, RewardServiceCallError  # noqa: E402
@@ -97,29 +102,87 @@ async def soak(address: str, pid: int, seconds: float, concurrency: int) -> tupl
     return stats, rss, elapsed
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=600)
-    ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--config", default=str(DEFAULT_CONFIG_PATH))
-    args = ap.parse_args()
-    config = yaml.safe_load(Path(args.config).read_text())
-    with ServerProcess(config, startup_timeout_s=900) as srv:
-        stats, rss, elapsed = asyncio.run(soak(srv.address, srv.proc.pid, args.seconds, args.concurrency))
-        alive = srv.wait_alive()
+def table(stats: dict, elapsed: float) -> str:
     rows = "\n".join(
         f"| {n} | {s['calls']} | {s['items']} | {s['items'] / elapsed:.1f} | {s['p50_ms']:.0f} | {s['p99_ms']:.0f} | "
         f"{', '.join(f'{k}: {v}' for k, v in s['errors'].items()) or '0'} |"
         for n, s in sorted(stats.items())
     )
+    return ("| scorer | calls | items | items/s | p50 ms | p99 ms | item / call errors |\n"
+            "|---|---|---|---|---|---|---|\n" + rows)
+
+
+async def soak_beside_hostile(address: str, pid: int, seconds: float, concurrency: int,
+                              hostile: bool) -> tuple[dict, list, float, float, dict]:
+    """The honest soak, with the hostile clients running beside it when `hostile`, and a health
+    probe every 100 ms: (stats, rss, elapsed, slowest health check in s, hostile clients' counts)."""
+    probe = HealthProbe(address, interval_s=0.1)
+    counts: dict = {}
+    async with probe:
+        honest = asyncio.create_task(soak(address, pid, seconds, concurrency))
+        if hostile:
+            counts = await run_hostile(address, seconds)
+        stats, rss, elapsed = await honest
+    return stats, rss, elapsed, probe.worst, counts
+
+
+def main_hostile(args: argparse.Namespace, config: dict) -> None:
+    phases = {}
+    with ServerProcess(config, startup_timeout_s=900) as srv:
+        for name, hostile in (("honest callers alone", False), ("beside the hostile clients", True)):
+            phases[name] = asyncio.run(soak_beside_hostile(srv.address, srv.proc.pid, args.seconds,
+                                                           args.concurrency, hostile))
+        alive = srv.wait_alive()
+    parts = []
+    for name, (stats, rss, elapsed, worst, counts) in phases.items():
+        calls = sum(s["calls"] for s in stats.values())
+        errors = sum(sum(s["errors"].values()) for s in stats.values())
+        allp99 = max((s["p99_ms"] for s in stats.values()), default=float("nan"))
+        hostile_line = ""
+        if counts:
+            hostile_line = "Hostile clients (calls answered / refused or failed): " + "; ".join(
+                f"{k}: {v['ok']} / {v['failed']}" for k, v in counts.items()) + "."
+        parts.append(f"""### {name}
+
+{elapsed:.0f} s; honest calls {calls}, honest item/call errors {errors}, worst scorer p99 {allp99:.0f} ms;
+slowest health check {1000 * worst:.0f} ms (probed every 100 ms); server RSS at the end {rss[-1][1]:.0f} MB.
+{hostile_line}
+
+{table(stats, elapsed)}""")
+    families = "\n".join(f"- `{k}`: {v}" for k, v in FAMILIES.items())
+    body = f"""{args.concurrency} honest callers (random scorer, batch of 1/4/8 demo samples per call) for
+{args.seconds:g} s alone, then {args.seconds:g} s beside one hostile client per attack family of issue 14, each
+on its own connection (so each is its own caller for fair queuing), on one server. Server alive at
+the end: {alive}.
+
+{families}
+
+""" + "\n\n".join(parts)
+    print(body)
+    write_section("Soak with hostile clients (soak.py --hostile)",
+                  f"python bench/soak.py --hostile --seconds {args.seconds:g}", body)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=600)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--config", default=str(DEFAULT_CONFIG_PATH))
+    ap.add_argument("--hostile", action="store_true", help="baseline, then beside one hostile client per family")
+    args = ap.parse_args()
+    config = yaml.safe_load(Path(args.config).read_text())
+    if args.hostile:
+        main_hostile(args, config)
+        return
+    with ServerProcess(config, startup_timeout_s=900) as srv:
+        stats, rss, elapsed = asyncio.run(soak(srv.address, srv.proc.pid, args.seconds, args.concurrency))
+        alive = srv.wait_alive()
     rss_line = ", ".join(f"{t:.0f}s: {m:.0f}" for t, m in rss[:: max(1, len(rss) // 12)])
     body = f"""Duration {elapsed:.0f} s, {args.concurrency} concurrent callers, random scorer and batch size (1/4/8)
 per call, samples from `rewardsvc/demo.py` (including hostile code and master-key answers).
 Server alive at the end: {alive}.
 
-| scorer | calls | items | items/s | p50 ms | p99 ms | item / call errors |
-|---|---|---|---|---|---|---|
-{rows}
+{table(stats, elapsed)}
 
 Server RSS (MB, server + direct children) over time: {rss_line}.
 Growth from the first sample after warm-up (models load and caches fill in the first minute) to the

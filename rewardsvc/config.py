@@ -47,7 +47,7 @@ class ServerConfig:
                                           "RESOURCE_EXHAUSTED, so one caller can't fill a scorer's queue"}
     )
     max_stream_responses: int = field(
-        default=32, metadata={"help": "ScoreStream: requests of one stream being scored or waiting to be sent; "
+        default=16, metadata={"help": "ScoreStream: requests of one stream being scored or waiting to be sent; "
                                       "at the limit the server stops reading that stream until its client reads"}
     )
     auth_token_file: str | None = field(

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rewardsvc import caller, queue_clock
+from rewardsvc import caller, queue_clock, threads
 from rewardsvc.config import Config, load_config
 from rewardsvc.dataclass_dict import from_dict
 from rewardsvc.errors import InvalidOptionsError, LimitExceededError, RewardServiceError, UnknownScorerError, quote
 from rewardsvc.registry import dependency_order, scorer_class, scorer_infos
 from rewardsvc.scorers.base import Scorer
-from rewardsvc.scorers.dedupe import OFF_LOOP_CHARS, ResultCache, WorkStats, score_unique
+from rewardsvc.scorers.dedupe import OFF_LOOP_CHARS, OFF_LOOP_ITEMS, ResultCache, WorkStats, score_unique
 from rewardsvc.types import ErrorCode, Item, Result
 
 log = logging.getLogger(__name__)
@@ -178,20 +178,18 @@ class ScoringService:
     ) -> tuple[list[Result], ScoreTiming]:
         scorer_name = scorer.name
         t0 = time.perf_counter_ns()
-        results: list[Result | None] = [None] * len(items)
-        todo: list[int] = []
         max_chars = self.config.server.max_text_chars
+
+        def check_all() -> list[Result | None]:  # None: the item goes to the scorer
+            return [None if (why := self._check(scorer, it, max_chars)) is None
+                    else Result.failed(it.id, ErrorCode.INVALID_ITEM, why) for it in items]
+
         # Checks read the text (the code scorer parses its tests): a large request is checked off
         # the event loop, so it can't stall the other calls (health checks included).
-        if sum(len(it.response_text) + len(it.reference or "") for it in items) > OFF_LOOP_CHARS:
-            whys = await asyncio.to_thread(lambda: [self._check(scorer, it, max_chars) for it in items])
-        else:
-            whys = [self._check(scorer, it, max_chars) for it in items]
-        for i, (item, why) in enumerate(zip(items, whys)):
-            if why is None:
-                todo.append(i)
-            else:
-                results[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM, why)
+        chars = sum(len(it.response_text) + len(it.reference or "") for it in items)
+        big = len(items) > OFF_LOOP_ITEMS or chars > OFF_LOOP_CHARS
+        results = await threads.off_loop(check_all) if big else check_all()
+        todo = [i for i, r in enumerate(results) if r is None]
         waited_ns = 0
         work = WorkStats()
         if todo:

@@ -13,7 +13,6 @@ transient (errors, timeouts) are never kept.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 import hashlib
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rewardsvc.scorers.base import Scorer
+from rewardsvc.scorers.offload import off_loop
 from rewardsvc.types import Item, Result
 
 OFF_LOOP_CHARS = 64 << 10
@@ -116,7 +116,7 @@ async def score_unique(scorer: Scorer, items: Sequence[Item], options: Any, dedu
     # Keys read the items' text (the math scorer extracts answers): past a few pages, off the event
     # loop, so one large request can't stall the others.
     if len(items) > OFF_LOOP_ITEMS or sum(len(it.response_text) for it in items) > OFF_LOOP_CHARS:
-        keys = await asyncio.to_thread(_keys, scorer, items, options)
+        keys = await off_loop(_keys, scorer, items, options)
     else:
         keys = _keys(scorer, items, options)
     if all(k is None for k in keys):

@@ -2,45 +2,38 @@
 
 Nothing whose cost grows with an item's text may run on the server's event loop: while it runs,
 every other call waits, health checks included (5,000 unclosed `\\boxed{` once held the loop for
-seconds). Scorers hand such work to `off_loop(fn, *args)`: a few dedicated threads, so hostile
-items can't take the default executor's threads that batch computes run on, admitted through a
-FairGate so one caller's big items can't hold back another caller's small ones.
+seconds). Scorers hand such work to `off_loop(fn, *args)`: it runs on the service's few
+off-loop threads (rewardsvc.threads; not the default executor that batch computes run on),
+admitted through a FairGate so one caller's big items can't hold back another caller's small ones.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import os
 import threading
 import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from rewardsvc import caller
+from rewardsvc import caller, threads
 from rewardsvc.verifiers.fairgate import FairGate
 
 T = TypeVar("T")
 
-#: Threads for text work: scans hold the GIL, so more rarely help; tokenisers release it.
-THREADS = max(2, min(4, os.cpu_count() or 1))
-
-_executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="rewardsvc-text")
 _gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FairGate] = weakref.WeakKeyDictionary()
 _locks: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
 _locks_guard = threading.Lock()
 
 
 async def off_loop(fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)` on a text-work thread, once the caller's turn comes."""
+    """`fn(*args)` on an off-loop thread, once the caller's turn comes."""
     loop = asyncio.get_running_loop()
     gate = _gates.get(loop)
     if gate is None:
-        gate = _gates[loop] = FairGate(THREADS)
+        gate = _gates[loop] = FairGate(threads.THREADS)
     await gate.acquire(caller.current())
     try:
-        fut = loop.run_in_executor(_executor, functools.partial(fn, *args))
+        fut = threads.submit(fn, *args)
     except BaseException:
         gate.release()
         raise
