@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 # Bump when the install steps change, so `make install` redoes them on machines that have a venv.
-INSTALL_VERSION := 2
+# 3: the default implicit PRM (trainers/prepare.py)
+INSTALL_VERSION := 3
 
 .PHONY: install serve demo test test-fast lint proto clean
 

@@ -1,10 +1,12 @@
-"""Install-time step: train the default reward model and PRM into the model cache (once, under a lock).
+"""Install-time step: train the default reward model, PRM and implicit PRM into the model cache (once, under a lock).
 
-`python -m rewardsvc.prepare` (run by `make install`) calls `prepare_default_models`. Both are short,
+`python -m rewardsvc.prepare` (run by `make install`) calls `prepare_default_models`. All are short,
 honest CPU runs on real data shipped in trainers/data: a Bradley-Terry RM on HH-RLHF helpful-base
-and a token-classification PRM on PRMBench, each on the MiniLM encoder, each evaluated on a
-fixed-seed held-out split it never trained on. The server's default config serves them as
-cache:default-rm and cache:default-prm; each directory's rewardsvc.yaml also serves it alone.
+and a token-classification PRM on PRMBench, each on the MiniLM encoder, and a PRIME implicit PRM
+(SmolLM2-135M-Instruct against itself as reference) on labelled GSM8K solutions, each evaluated on
+a fixed-seed held-out split it never trained on. The server's default config serves them as
+cache:default-rm, cache:default-prm and cache:default-implicit-prm; each directory's rewardsvc.yaml
+also serves it alone.
 """
 
 from __future__ import annotations
@@ -71,6 +73,33 @@ def default_prm_config(output_dir: Path) -> Any:
     )
 
 
+def default_implicit_prm_config(output_dir: Path) -> Any:
+    from rewardsvc.trainers.implicit_prm import ImplicitPRMConfig
+
+    # PRIME on the bundled SmolLM2-135M-Instruct, which is also the reference: GSM8K test problems
+    # 0-399 with 4 labelled model solutions each (trainers/data/gsm8k-judge), 10% of the problems
+    # held out. The cheap recipe that fits `make install` on 2 CPU cores (trainers/README.md): the top
+    # 2 of 30 layers train, so the frozen layers run once per example; a sample of the solutions.
+    return ImplicitPRMConfig(
+        model="bundled:smollm2-135m-instruct",
+        output_dir=str(output_dir),
+        train_file=str(DATA_DIR / "gsm8k-judge.jsonl.gz"),
+        eval_fraction=0.1,
+        split_seed=0,
+        max_train_examples=160,
+        max_eval_examples=32,
+        train_layers=2,
+        beta=0.05,
+        batch_size=8,
+        learning_rate=2e-4,
+        warmup_ratio=0.1,
+        max_steps=32,  # 1.6 epochs
+        seed=0,
+        progress=True,
+        overwrite_output_dir=True,
+    )
+
+
 def recipe(config: Any) -> dict[str, Any]:
     """What determines the trained model: the config without where it goes or how it reports."""
     import dataclasses
@@ -84,7 +113,7 @@ def recipe(config: Any) -> dict[str, Any]:
 
 #: Bumped when a trainer changes what the same config trains, so `make install` retrains that model.
 #: default-prm 2: long solutions trained and evaluated in step-preserving windows, none dropped.
-TRAINER_VERSIONS = {"default-rm": 1, "default-prm": 2}
+TRAINER_VERSIONS = {"default-rm": 1, "default-prm": 2, "default-implicit-prm": 1}
 VERSION_FILE = "trainer_version.txt"
 
 
@@ -146,13 +175,20 @@ def prepare_default_prm() -> Path:
     return _prepare("default-prm", default_prm_config, train_prm, "eval_first_error_f1")
 
 
+def prepare_default_implicit_prm() -> Path:
+    from rewardsvc.trainers.implicit_prm import train_implicit_prm
+
+    return _prepare("default-implicit-prm", default_implicit_prm_config, train_implicit_prm, "eval_auroc_min")
+
+
 def prepare_default_models() -> None:
-    """The rewardsvc.prepare step: both default models (skipped when cached)."""
+    """The rewardsvc.prepare step: the default RM, PRM and implicit PRM (skipped when cached)."""
     if os.environ.get("REWARDSVC_SKIP_TRAINING") == "1":
-        log.info("prepare: REWARDSVC_SKIP_TRAINING=1, not training the default RM and PRM")
+        log.info("prepare: REWARDSVC_SKIP_TRAINING=1, not training the default RM, PRM and implicit PRM")
         return
     prepare_default_rm()
     prepare_default_prm()
+    prepare_default_implicit_prm()
 
 
 if __name__ == "__main__":
