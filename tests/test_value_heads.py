@@ -35,7 +35,8 @@ def test_hl_gauss_targets_are_a_smoothed_bump_around_the_value() -> None:
     assert hl_gauss.predict(torch.log(t[:1] + 1e-9), bins).item() == pytest.approx(0.55, abs=1e-3)
     # Cross-entropy against its own targets is smallest at the targets.
     logits = torch.log(t[:1] + 1e-9)
-    assert hl_gauss.loss(logits, torch.tensor([0.55]), bins) < hl_gauss.loss(torch.zeros(1, 10), torch.tensor([0.55]), bins)
+    y = torch.tensor([0.55])
+    assert hl_gauss.loss(logits, y, bins) < hl_gauss.loss(torch.zeros(1, 10), y, bins)
     with pytest.raises(ValueError):
         Bins(1.0, 1.0, 10)
 
@@ -97,5 +98,35 @@ def test_rm_regression_on_scalar_targets(tmp_path: Path, loss: str) -> None:
     summary = json.loads((run / "results.json").read_text())
     assert summary["eval_examples"] == 8 and -1.0 <= summary["eval_spearman"] <= 1.0
     config = json.loads((run / "config.json").read_text())
-    assert len(config["target_range"]) == 2 and config["target_range"][0] < config["target_range"][1]
+    low, high = config["target_range"]
+    assert low < high
     assert config.get("hl_gauss", {}).get("count") == (11 if loss == "hl_gauss" else None)
+
+    # Served by the classifier scorer in target units, as the trainer predicts.
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rewardsvc.config import parse_config
+    from rewardsvc.scorers.render import encode_conversation
+    from rewardsvc.service import ScoringService
+    from rewardsvc.trainers import value_heads
+    from rewardsvc.types import Item
+
+    rows = [json.loads(line) for line in data.read_text().splitlines()[:3]]
+    tok = AutoTokenizer.from_pretrained(run)
+    model = value_heads.load_value_head(AutoModelForSequenceClassification, run, loss, 11).eval()
+    expected = []
+    with torch.no_grad():
+        for r in rows:
+            ids = torch.tensor([encode_conversation(tok, r["prompt"], r["response"], 64).ids])
+            v = value_heads.predict(model(input_ids=ids).logits, loss, config.get("hl_gauss"))[0].item()
+            expected.append(low + v * (high - low))
+
+    async def serve() -> list:
+        stanza = json.loads(json.dumps(__import__("yaml").safe_load((run / "rewardsvc.yaml").read_text())))
+        async with ScoringService(parse_config(stanza)) as svc:
+            return await svc.score("rm", [Item(id=str(i), prompt=r["prompt"], response=r["response"])
+                                          for i, r in enumerate(rows)])
+
+    served = asyncio.run(serve())
+    assert [r.score for r in served] == pytest.approx(expected, abs=1e-4)
+    assert all(low <= r.score <= high for r in served)

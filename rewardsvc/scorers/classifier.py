@@ -23,6 +23,7 @@ from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.scorers.batched import batcher_field, failure, run_batched
 from rewardsvc.scorers.pooling import PoolingFields, PoolingScorer
 from rewardsvc.scorers.render import Encoded, encode_conversation
+from rewardsvc.scorers.value_head import ValueHead, value_head_of
 from rewardsvc.types import ErrorCode, Item, Result
 
 
@@ -59,6 +60,8 @@ class ClassifierScorer(PoolingScorer):
         '(normalised when normalize_mean/normalize_std are set); `details.raw_score`.'
     )
 
+    head: ValueHead | None = None  # set in start() for regression heads
+
     async def start(self, peers: Mapping[str, Scorer]) -> None:
         cfg: ClassifierConfig = self.config
         if (cfg.normalize_mean is None) != (cfg.normalize_std is None):
@@ -66,13 +69,18 @@ class ClassifierScorer(PoolingScorer):
         if cfg.normalize_std is not None and not cfg.normalize_std > 0:
             raise ConfigError(f"scorer {self.name!r}: normalize_std must be > 0, got {cfg.normalize_std}")
         await self.load_backend("sequence_classification")
+        # A regression head from `rewardsvc train rm --loss mse|bce|hl_gauss` (scorers/value_head.py).
+        self.head = value_head_of(getattr(getattr(self.backend, "model", None), "config", None))
         if self.backend.multi_objective:
             n = self.backend.model.config.num_objectives
             if cfg.objective_names and len(cfg.objective_names) != n:
                 await self.close()
                 raise ConfigError(f"scorer {self.name!r}: {cfg.model} has {n} objectives; objective_names "
                                   f"lists {len(cfg.objective_names)}")
-        elif self.backend.num_labels != 1:
+        elif self.head is not None and self.head.outputs != self.backend.num_labels:
+            raise ConfigError(f"scorer {self.name!r}: {cfg.model} has num_labels={self.backend.num_labels} but its "
+                              f"value head (hl_gauss / target_range in its config) expects {self.head.outputs}")
+        elif self.head is None and self.backend.num_labels != 1:
             raise ConfigError(
                 f"scorer {self.name!r}: {cfg.model} has num_labels={self.backend.num_labels}; a reward "
                 "model has one output (num_labels=1). Train one with `rewardsvc train rm`."
@@ -117,7 +125,7 @@ class ClassifierScorer(PoolingScorer):
 
     def _result(self, item_id: str, out: SequenceOutput, enc: Encoded, options: ClassifierOptions) -> Result:
         cfg: ClassifierConfig = self.config
-        raw = out.logits[0]
+        raw = self.head.value(out.logits) if self.head is not None else out.logits[0]
         if not math.isfinite(raw):
             return Result.failed(item_id, ErrorCode.INTERNAL, f"the reward model returned {raw}")
         details: dict[str, Any] = {"raw_score": raw, "tokens": len(enc.ids)}

@@ -30,6 +30,7 @@ from rewardsvc.errors import ConfigError, InvalidOptionsError
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.scorers.batched import batcher_field, failure, run_batched
 from rewardsvc.scorers.pooling import PoolingFields, PoolingScorer
+from rewardsvc.scorers.progress_rewards import progress, thought_units, unit_values
 from rewardsvc.scorers.render import (
     DEFAULT_STEP_TAGS,
     STEP_FORMATS,
@@ -39,8 +40,8 @@ from rewardsvc.scorers.render import (
     encode_steps_tagged,
     split_steps,
 )
-from rewardsvc.scorers.progress_rewards import progress, thought_units, unit_values
 from rewardsvc.scorers.step_windows import Window, encode_steps_windows, merge_windows
+from rewardsvc.scorers.value_head import bin_centers, expected_value
 from rewardsvc.types import ErrorCode, Item, Result
 
 AGGREGATIONS = ("min", "last", "product", "mean", "pure", "progress")
@@ -108,18 +109,6 @@ def aggregate(step_scores: Sequence[float], how: str, temperature: float = 0.1) 
         w = [math.exp(-x / temperature - top) for x in r]
         return sum(wi * ri for wi, ri in zip(w, r)) / sum(w)
     raise ValueError(f"aggregation {how!r}: use one of {list(AGGREGATIONS)}")
-
-
-def bin_centers(spec: dict[str, Any]) -> list[float]:
-    """Centres of an HL-Gauss head's bins ({low, high, count} in the checkpoint's config)."""
-    low, high, count = float(spec["low"]), float(spec["high"]), int(spec["count"])
-    return [low + (i + 0.5) * (high - low) / count for i in range(count)]
-
-
-def expected_value(logits: Sequence[float], centers: Sequence[float]) -> float:
-    top = max(logits)
-    w = [math.exp(x - top) for x in logits]
-    return sum(wi * c for wi, c in zip(w, centers)) / sum(w)
 
 
 def _softmax2(good: float, bad: float) -> float:
