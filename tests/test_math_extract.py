@@ -1,10 +1,11 @@
 """Answer extraction: each extractor on real-looking responses and on hostile text."""
 
+import sys
 import time
 
 import pytest
 
-from rewardsvc.verifiers.math.extract import extract_answer, last_boxed, reference_answer
+from rewardsvc.verifiers.math.extract import WHITESPACE, extract_answer, last_boxed, reference_answer
 
 
 @pytest.mark.parametrize(
@@ -52,3 +53,8 @@ def test_reference_forms() -> None:
     assert reference_answer("Janet sells 16 - 3 - 4 = 9 eggs.\n#### 18") == "18"
     assert reference_answer("so it is \\boxed{\\pi}") == "\\pi"
     assert reference_answer(" 2\\sqrt{2} ") == "2\\sqrt{2}"
+
+
+def test_the_whitespace_table_is_what_str_isspace_calls_whitespace() -> None:
+    # The span scan skips whitespace with a lookup table; it must agree with re's \\s on every code point.
+    assert set(WHITESPACE) == {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}

@@ -63,7 +63,10 @@ class RewardServiceServicer:
 
     def ScoreStream(self, request_iterator, context):
         """Keep one stream open and send many batches; each response carries its request_id and
-        responses may come back in a different order than their requests.
+        responses may come back in a different order than their requests. A request that fails as a
+        whole gets a response with `error` set. The server scores at most `max_stream_responses`
+        requests of a stream at once, counting responses not yet sent: a client that stops reading
+        stops the server reading its requests (flow control), not the server's memory.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -8,9 +8,7 @@ it costs. Callers in a server still run extraction off the event loop: linear is
 
 from __future__ import annotations
 
-import functools
 import re
-import sys
 
 import numpy as np
 
@@ -67,21 +65,16 @@ def hash_span(text: str) -> Span | None:
 
 def answer_is_span(text: str) -> Span | None:
     """'The answer is X' / 'Final answer: X' (the last such phrase)."""
-    base = max(0, len(text) - _ANSWER_IS_TAIL)
-    last = None
-    for last in _ANSWER_IS.finditer(text, base):
-        pass
-    if last is None:
+    matches = list(_ANSWER_IS.finditer(text, max(0, len(text) - _ANSWER_IS_TAIL)))
+    if not matches:
         return None
-    span = _strip(text, last.span(1))
+    span = _strip(text, matches[-1].span(1))
     return _strip(text, span, "$ ", ".")
 
 
 def last_number_span(text: str) -> Span | None:
-    last = None
-    for last in _NUMBER.finditer(text, max(0, len(text) - _NUMBER_TAIL)):
-        pass
-    return None if last is None else last.span()
+    matches = list(_NUMBER.finditer(text, max(0, len(text) - _NUMBER_TAIL)))
+    return matches[-1].span() if matches else None
 
 
 _SPANS = {"boxed": boxed_span, "hash": hash_span, "answer_is": answer_is_span, "last_number": last_number_span}
@@ -180,11 +173,12 @@ class _Scan:
         """For each position (and len(text)), the first position at or after it that is not
         whitespace as `re`'s \\s means it (len(text) if none)."""
         index = np.arange(self.n + 1, dtype=np.intp)
-        index[:-1][np.isin(self.codes, _whitespace())] = self.n
+        index[:-1][np.isin(self.codes, _WHITESPACE_CODES)] = self.n
         return np.minimum.accumulate(index[::-1])[::-1]
 
 
-@functools.cache
-def _whitespace() -> np.ndarray:
-    """Every code point `re` and str.isspace() call whitespace (Unicode's, not just ASCII's)."""
-    return np.array([c for c in range(sys.maxunicode + 1) if chr(c).isspace()], dtype=np.uint32)
+#: Every character `re`'s \\s and str.isspace() call whitespace (Unicode's, not only ASCII's);
+#: tests/test_math_extract.py checks it against str.isspace.
+WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+              "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+_WHITESPACE_CODES = np.array([ord(c) for c in WHITESPACE], dtype=np.uint32)
