@@ -33,8 +33,10 @@ from typing import Any
 
 from aiohttp import web
 
+from rewardsvc import caller
 from rewardsvc.config import ServerConfig
 from rewardsvc.errors import InvalidOptionsError, RewardServiceError
+from rewardsvc.logs import safe
 from rewardsvc.server.prometheus import Metrics
 from rewardsvc.service import ServingCore
 from rewardsvc.types import ErrorCode, Item, Result, item_from_dict, strip_special_tail
@@ -127,7 +129,9 @@ class HttpEndpoint:
                                     f"(max_concurrent_rpcs) is {self.config.max_concurrent_rpcs}: retry with backoff")
             self._in_flight += 1
             try:
-                return await handler(request)
+                # The caller is the client's connection, as on gRPC: queues take turns between them.
+                with caller.acting_for(_peer(request)):
+                    return await handler(request)
             finally:
                 self._in_flight -= 1
         except HttpError as exc:
@@ -174,7 +178,7 @@ class HttpEndpoint:
             elapsed = time.perf_counter() - t0
             if self.metrics is not None:
                 self.metrics.record(label, code, len(items), elapsed, errors)
-            fields = {"request_id": request_id, "scorer": scorer[:100], "items": len(items), "transport": "http",
+            fields = {"request_id": safe(request_id), "scorer": safe(scorer), "items": len(items), "transport": "http",
                       "item_errors": sum(errors.values()), "code": code, "ms": round(elapsed * 1000, 1)}
             log.info("score %s", " ".join(f"{k}={v}" for k, v in fields.items()), extra=fields)
 
@@ -321,6 +325,12 @@ def _finite(obj: Any) -> Any:
 
 def _error(code: str, message: str, status: int | None = None) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status or HTTP_STATUS.get(code, 500))
+
+
+def _peer(request: web.Request) -> str:
+    """The client's connection ("http:host:port"), as gRPC's peer(): whose turn the queues take."""
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    return f"http:{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else f"http:{request.remote}"
 
 
 def ssl_context(cfg: ServerConfig) -> ssl.SSLContext | None:
