@@ -88,7 +88,7 @@ def main() -> None:
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     which = args.which.split(",")
-    lines: list[str] = []
+    sections: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-value-heads-") as tmp:
         out = Path(tmp)
         if "rm" in which:
@@ -99,25 +99,27 @@ def main() -> None:
                 for seed in seeds:
                     res.setdefault(loss, []).append(run_rm(loss, seed, data, out, args.rm_steps))
                     print(loss, seed, {k: v for k, v in res[loss][-1].items() if k.startswith("eval_")}, flush=True)
+            lines = sections.setdefault("HL-Gauss vs MSE / BCE: RM regression", [])
             lines += [f"RM regression: {n} MATH responses (100 problems x 8), target = Qwen2.5-Math-RM-72B's score, "
                       f"MiniLM, max_length 256, batch 16, {args.rm_steps} steps, lr 1e-4; 20 problems held out "
                       f"({res['mse'][0].get('eval_examples', '?')} responses); seeds {args.seeds}; mean ± sd.", ""]
             lines += table(res, ["eval_spearman", "eval_pearson", "eval_auroc", "eval_mse"])
-            lines.append("")
         if "prm" in which:
             res = {}
             for loss in ("ce", "bce", "mse", "hl_gauss"):
                 for seed in seeds:
                     res.setdefault(loss, []).append(run_prm(loss, seed, out))
                     print(loss, seed, {k: v for k, v in res[loss][-1].items() if k.startswith("eval_")}, flush=True)
+            lines = sections.setdefault("HL-Gauss vs MSE / BCE / CE: PRM", [])
             lines += ["PRM: the install-time recipe (PRMBench, MiniLM, 80 steps, error weight 3, later steps of a "
                       f"wrong solution trained as wrong) with each loss; seeds {args.seeds}; mean ± sd over seeds. "
                       "ce is the default (2-label softmax, TRL's PRMTrainer); hl_gauss: 21 bins over [0, 1].", ""]
             lines += table(res, ["eval_step_auroc", "eval_solution_auroc", "eval_prm_score", "eval_first_error_f1"])
-    print("\n".join(lines))
-    if not args.no_write:
-        write_section("HL-Gauss vs MSE / BCE value heads",
-                      "heavy .venv/bin/python bench/bench_value_heads.py " + " ".join(sys.argv[1:]), "\n".join(lines))
+    for name, lines in sections.items():
+        print("\n".join(lines))
+        if not args.no_write:
+            write_section(name, "heavy .venv/bin/python bench/bench_value_heads.py " + " ".join(sys.argv[1:]),
+                          "\n".join(lines))
 
 
 if __name__ == "__main__":
