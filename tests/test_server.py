@@ -113,9 +113,14 @@ def test_limits_items_per_request_text_length_and_message_size() -> None:
     cfg = {"server": {"max_items_per_request": 5, "max_text_chars": 1000, "max_message_bytes": 200_000},
            "scorers": MATH_CONFIG["scorers"]}
     with ServerProcess(cfg) as srv, RewardClient(srv.address, chunk_size=100, retries=0) as c:
-        with pytest.raises(RewardServiceCallError) as e:
-            c.score("math", [{"response": "1", "reference": "1"}] * 6)
-        assert e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "max_items_per_request" in e.value.details
+        six = [Item(id=str(i), response="\\boxed{1}", reference="1") for i in range(6)]
+        with grpc.insecure_channel(srv.address) as ch, pytest.raises(grpc.RpcError) as refused:
+            pb_grpc.RewardServiceStub(ch).Score(pb.ScoreRequest(scorer="math", items=[
+                messages.item_to_pb(it) for it in six]), timeout=60)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_items_per_request" in refused.value.details()
+        # The client splits a request refused for its size and re-sends the halves.
+        assert [r.score for r in c.score("math", six)] == [1.0] * 6
         res = c.score("math", [{"id": "long", "response": "x" * 2000, "reference": "1"},
                                {"id": "ok", "response": "\\boxed{1}", "reference": "1"}])
         assert res[0].error is not None and "max_text_chars" in res[0].error.message

@@ -125,7 +125,8 @@ class AsyncRewardClient:
     Failure as a training loop needs it: a call that finds no server waits at most
     `connect_timeout_s` for one (a server restarted inside that window is used as if nothing
     happened), then fails with UNAVAILABLE naming the address; UNAVAILABLE answers and connections
-    lost mid-call are re-sent within the same window (`retries=0` turns re-sending off).
+    lost mid-call are re-sent within the same window. `retries=0` asks for exactly one attempt:
+    no re-sending and no waiting for a server (UNAVAILABLE at once if none answers).
     """
 
     def __init__(
@@ -210,7 +211,8 @@ class AsyncRewardClient:
         down_since: float | None = None  # when this call first found no server to score it
         attempt = 0
         while True:
-            if self._channel.get_state(try_to_connect=True) != grpc.ChannelConnectivity.READY:
+            # retries=0 asks for one attempt: no waiting for a server either (gRPC still connects an idle channel).
+            if self.retries > 0 and self._channel.get_state(try_to_connect=True) != grpc.ChannelConnectivity.READY:
                 down_since = loop.time() if down_since is None else down_since
                 give_up_at = down_since + self.connect_timeout_s
                 if deadline is not None and deadline < give_up_at:
@@ -232,6 +234,8 @@ class AsyncRewardClient:
                     down_since = loop.time() if down_since is None else down_since
                     if loop.time() - down_since >= self.connect_timeout_s:
                         raise self._unavailable(f"last answer: {details}") from None
+                elif code == grpc.StatusCode.UNAVAILABLE:
+                    raise RewardServiceCallError(code, f"{details} (server {_describe(self.address)}; retries=0)") from None
                 elif code not in RETRYABLE or attempt >= self.retries or _refused_for_size(details):
                     raise RewardServiceCallError(code, details) from None
                 delay = self.backoff_s * (2 ** min(attempt, 6)) * random.uniform(0.5, 1.5)
