@@ -78,7 +78,7 @@ def _number(value: Any, where: str, what: str) -> float:
         raise ValueError(f"{where}: expected {what}, got {str(value)[:100]!r}") from None
 
 
-def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
+def option(default: Any, help: str) -> Any:  # `help` as argparse names it
     """A dataclass field with a help text: what ListScorers, `rewardsvc scorers`, the trainers' CLI and
     the generated docs show for it."""
     if isinstance(default, (list, dict)):

@@ -61,11 +61,11 @@ def scorer_info(name: str, cls: type[Scorer]) -> dict[str, Any]:
     return {"name": name, "kind": cls.kind, "description": cls.description, "options": describe_fields(cls.Options)}
 
 
-def scorer_infos(specs: Sequence["ScorerSpec"]) -> list[dict[str, Any]]:
+def scorer_infos(specs: Sequence[ScorerSpec]) -> list[dict[str, Any]]:
     return [scorer_info(spec.name, scorer_class(spec.type)) for spec in specs]
 
 
-def uses_of(specs: Sequence["ScorerSpec"]) -> dict[str, list[str]]:
+def uses_of(specs: Sequence[ScorerSpec]) -> dict[str, list[str]]:
     """Each configured scorer's `uses()` (constructing a scorer is cheap: models load in `start`)."""
     uses: dict[str, list[str]] = {}
     for spec in specs:
@@ -76,7 +76,7 @@ def uses_of(specs: Sequence["ScorerSpec"]) -> dict[str, list[str]]:
     return uses
 
 
-def uses_closure(specs: Sequence["ScorerSpec"], names: Sequence[str]) -> list[str]:
+def uses_closure(specs: Sequence[ScorerSpec], names: Sequence[str]) -> list[str]:
     """`names` and every scorer they use, transitively, each after the ones it uses: what hosting just
     `names` needs (in-process scoring loads only these). Only these scorers are constructed."""
     by_name = {spec.name: spec for spec in specs}

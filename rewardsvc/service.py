@@ -97,7 +97,7 @@ class ScoringService:
                 log.exception("closing scorer %s failed", scorer.name)
         self._started = False
 
-    async def __aenter__(self) -> "ScoringService":
+    async def __aenter__(self) -> ScoringService:
         await self.start()
         return self
 

@@ -87,7 +87,7 @@ class Result:
         return self.error is None
 
     @classmethod
-    def failed(cls, item_id: str, code: ErrorCode, message: str, **details: Any) -> "Result":
+    def failed(cls, item_id: str, code: ErrorCode, message: str, **details: Any) -> Result:
         return cls(id=item_id, error=ItemError(code, message), details=dict(details))
 
     def to_dict(self) -> dict[str, Any]:

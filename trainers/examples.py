@@ -17,9 +17,10 @@ import glob
 import gzip
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rewardsvc.types import Message, Text
 

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from rewardsvc.dataclass_dict import option
 from rewardsvc.scorers.causal import first_token_ids
 from rewardsvc.scorers.render import MARK, chat_parts
 from rewardsvc.trainers.examples import JudgeExample, judge_example
-from rewardsvc.dataclass_dict import option
-from rewardsvc.trainers.task import Task, TrainConfig
 from rewardsvc.trainers.prm import auroc
+from rewardsvc.trainers.task import Task, TrainConfig
 
 _YES = {"yes", "true", "correct", "1", "y"}
 _NO = {"no", "false", "incorrect", "wrong", "0", "n"}

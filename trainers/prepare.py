@@ -16,8 +16,9 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rewardsvc.trainers.examples import DATA_DIR
 

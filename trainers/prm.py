@@ -23,15 +23,16 @@ p(correct) < threshold (or -1 for none), F1 = 2·acc_err·acc_corr / (acc_err + 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from rewardsvc.trainers.examples import InconsistentRowError, StepExample, first_error, read_files, step_examples
 from rewardsvc.dataclass_dict import option
 from rewardsvc.trainers import value_heads
-from rewardsvc.trainers.task import Task, TrainConfig
+from rewardsvc.trainers.examples import InconsistentRowError, StepExample, first_error, read_files, step_examples
 from rewardsvc.trainers.rm import pad_batch
+from rewardsvc.trainers.task import Task, TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,13 @@ The held-out reward mean/std go into rewardsvc.yaml as normalize_mean / normaliz
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from rewardsvc.trainers.examples import Pair, preference_pair
 from rewardsvc.dataclass_dict import option
+from rewardsvc.trainers.examples import Pair, preference_pair
 from rewardsvc.trainers.task import Task, TrainConfig
 
 

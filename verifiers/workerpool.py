@@ -16,8 +16,8 @@ import logging
 import os
 import resource
 import sys
-from dataclasses import dataclass
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any
 
 from rewardsvc.verifiers.fairgate import FairGate

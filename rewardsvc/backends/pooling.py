@@ -21,9 +21,10 @@ weighted sum as `score`) returns all three per item.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rewardsvc.backends.device import resolve_device, resolve_dtype
 from rewardsvc.model_refs import resolve_model

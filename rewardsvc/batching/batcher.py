@@ -110,7 +110,7 @@ class DynamicBatcher(Generic[P, R]):
     def queue_depth(self) -> int:
         return len(self._queue)
 
-    def submit(self, payload: P, cost: int) -> "asyncio.Future[R]":
+    def submit(self, payload: P, cost: int) -> asyncio.Future[R]:
         """Queue one payload of `cost` tokens; the returned future resolves to its result."""
         if len(self._queue) >= self.config.max_queue_items:
             raise QueueFullError(

@@ -383,7 +383,7 @@ def load_labelled(path: str | Path, subset: str | None = None, limit: int | None
         with _guard(skipped):
             if "label" in row and (isinstance(row.get("response"), str) or _is_messages(row.get("response"))):
                 label = row["label"]
-                if not isinstance(label, bool | int) or isinstance(label, int) and label not in (0, 1):
+                if not isinstance(label, bool | int) or (isinstance(label, int) and label not in (0, 1)):
                     raise ValueError(f"{where}: 'label' must be true/false or 1/0, got {label!r}")
                 out.append(LabelledRow(_row_id(row, where), subset or str(row.get("subset") or fallback),
                                        _text(row.get("prompt", ""), f"{where}.prompt"),

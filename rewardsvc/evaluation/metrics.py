@@ -296,7 +296,7 @@ class Confusion:
         else:
             self.tn += 1
 
-    def __iadd__(self, other: "Confusion") -> "Confusion":
+    def __iadd__(self, other: Confusion) -> Confusion:
         for k in ("tp", "fp", "tn", "fn", "missing_pos", "missing_neg"):
             setattr(self, k, getattr(self, k) + getattr(other, k))
         return self

@@ -2,4 +2,4 @@
 
 from rewardsvc.scorers.base import NoConfig, NoOptions, Scorer, option
 
-__all__ = ["Scorer", "NoConfig", "NoOptions", "option"]
+__all__ = ["NoConfig", "NoOptions", "Scorer", "option"]

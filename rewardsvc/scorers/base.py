@@ -53,7 +53,7 @@ class Scorer(abc.ABC):
         starts them first and refuses loops; on Ray each becomes a handle this scorer's replica gets."""
         return []
 
-    async def start(self, peers: Mapping[str, "Scorer"]) -> None:
+    async def start(self, peers: Mapping[str, Scorer]) -> None:
         """Load models, start worker pools. `peers` holds at least the scorers named by `uses()`."""
 
     async def close(self) -> None:
@@ -74,7 +74,7 @@ class Scorer(abc.ABC):
         condition (an error, a timeout) rather than the item."""
         return result.error is None
 
-    def batchers(self) -> Sequence["DynamicBatcher[Any, Any]"]:
+    def batchers(self) -> Sequence[DynamicBatcher[Any, Any]]:
         """The dynamic batchers this scorer feeds (their queue depth and fill are its gauges)."""
         return ()
 

@@ -13,18 +13,18 @@ from collections.abc import Hashable, Mapping, Sequence
 
 from rewardsvc import caller
 from rewardsvc.scorers.base import Scorer, option
+from rewardsvc.scorers.code_verdict import make_result
 from rewardsvc.scorers.offload import off_loop
 from rewardsvc.types import ErrorCode, Item, Result, Text
-from rewardsvc.verifiers.code.extract import ItemTests, extract_program, parse_reference
-from rewardsvc.verifiers.fairgate import FairGate
 from rewardsvc.verifiers.code.cgroups import SlotCgroup, cgroups_available, remove_stale_cgroups
+from rewardsvc.verifiers.code.extract import ItemTests, extract_program, parse_reference
 from rewardsvc.verifiers.code.harness_install import install_harness, python_binds
 from rewardsvc.verifiers.code.report import RunOutcome
 from rewardsvc.verifiers.code.settings import RunLimits, SandboxSettings, log_unsafe
 from rewardsvc.verifiers.code.slots import Slot
-from rewardsvc.verifiers.code.zygote_client import Zygote
 from rewardsvc.verifiers.code.uids import UidLease, lease_uids
-from rewardsvc.scorers.code_verdict import make_result
+from rewardsvc.verifiers.code.zygote_client import Zygote
+from rewardsvc.verifiers.fairgate import FairGate
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import Scorer, option
 from rewardsvc.scorers.batched import failure
 from rewardsvc.scorers.causal import CausalLMConfig, CausalLMScorer, TooLongError, group_key
-from rewardsvc.scorers.render import MARK
 from rewardsvc.scorers.master_keys import master_key_reason
 from rewardsvc.scorers.offload import lock_for, off_loop
+from rewardsvc.scorers.render import MARK
 from rewardsvc.types import ErrorCode, Item, Result
 
 MODES = ("pointwise", "pairwise", "reference")

@@ -29,7 +29,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 class Metrics:
     """One registry per server (tests run several in one process)."""
 
-    def __init__(self, service: "ScoringService") -> None:
+    def __init__(self, service: ScoringService) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("rewardsvc_requests", "Score requests by scorer and gRPC status code",
                                 ["scorer", "code"], registry=self.registry)
@@ -106,7 +106,7 @@ class Metrics:
 class _ScorerGauges(Collector):
     """Read at scrape time from the service: nothing to keep in sync."""
 
-    def __init__(self, service: "ScoringService") -> None:
+    def __init__(self, service: ScoringService) -> None:
         self.service = service
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -138,7 +138,7 @@ class _HealthAndWork(Collector):
         "length_correlation": "Pearson correlation of score with response length over the last 4096 scored items",
     }
 
-    def __init__(self, service: "ScoringService", windows: HealthWindows) -> None:
+    def __init__(self, service: ScoringService, windows: HealthWindows) -> None:
         self.service = service
         self.windows = windows
 

@@ -18,7 +18,7 @@ class SlotCgroup:
         self.pids_dir = pids_dir
 
     @classmethod
-    def create(cls, name: str, uid: int | None) -> "SlotCgroup":
+    def create(cls, name: str, uid: int | None) -> SlotCgroup:
         mem = Path("/sys/fs/cgroup/memory/rewardsvc-code") / name
         pids = Path("/sys/fs/cgroup/pids/rewardsvc-code") / name
         for d in (mem, pids):

@@ -18,7 +18,7 @@ class Slot:
 
     index: int
     uid: int | None
-    cgroup: "SlotCgroup | None" = None
+    cgroup: SlotCgroup | None = None
 
 
 def kill_slot(slot: Slot) -> None:

@@ -261,7 +261,7 @@ class Zygote:
         read_report(bytes(run.report), nonce, outcome)
         return outcome
 
-    async def _finish(self, run: RunPipes, body: bytes, done: "asyncio.Future[int | None]") -> int | None:
+    async def _finish(self, run: RunPipes, body: bytes, done: asyncio.Future[int | None]) -> int | None:
         await run.send(body)
         status = await asyncio.shield(done)
         # The run's namespace died with its pid 1: every pipe is at EOF, or is about to be.
@@ -277,7 +277,7 @@ class Zygote:
             except OSError as exc:
                 self._mark_dead(f"the zygote can't be reached ({exc})")
 
-    async def _end_run(self, run_id: int, done: "asyncio.Future[int | None]") -> None:
+    async def _end_run(self, run_id: int, done: asyncio.Future[int | None]) -> None:
         """Kill the run and wait until it is gone; if the zygote can't, take the slot down."""
         self._kill_run(run_id)
         try:

@@ -37,11 +37,22 @@ import sys
 import time
 
 import frames
-from stdio_cases import CaseRunner
-from remote import _STDLIB, HarnessAbort, Link
-from program import (_NAME_LIMIT, Recorder, _clip, _parse, _parses, _referenced_names, compose_program,
-                     describe, split_check, statement_code, statement_names)
 from frames import write_all
+from program import (
+    _NAME_LIMIT,
+    Recorder,
+    _clip,
+    _parse,
+    _parses,
+    _referenced_names,
+    compose_program,
+    describe,
+    split_check,
+    statement_code,
+    statement_names,
+)
+from remote import _STDLIB, HarnessAbort, Link
+from stdio_cases import CaseRunner
 
 _BUILTIN_NAMES = frozenset(dir(builtins))
 
@@ -184,7 +195,7 @@ class Harness:
                 exec(compile(_ast.Module(body=[node], type_ignores=[]), "prompt.py", "exec"), ns)
             except HarnessAbort:
                 raise
-            except Exception:  # noqa: S112 - a statement line that doesn't run contributes nothing
+            except Exception:  # a statement line that doesn't run contributes nothing
                 continue
         ns["__builtins__"] = builtins
         for name in provided:

@@ -47,7 +47,7 @@ class Closed(Exception):
 class Handle:
     """Marker in decoded trees for an object that stays in the runner (its id and type name)."""
 
-    __slots__ = ("hid", "type_name", "callable")
+    __slots__ = ("callable", "hid", "type_name")
 
     def __init__(self, hid: int, type_name: str, is_callable: bool) -> None:
         self.hid = hid
@@ -58,7 +58,7 @@ class Handle:
 class ModuleRef:
     """Marker in decoded trees for a module: its name, and its handle when the runner sent it."""
 
-    __slots__ = ("name", "hid")
+    __slots__ = ("hid", "name")
 
     def __init__(self, name: str, hid: int | None) -> None:
         self.name = name

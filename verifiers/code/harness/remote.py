@@ -66,7 +66,7 @@ class Link:
         self.last_id = 0
 
     @classmethod
-    def fork(cls, results_fd: int) -> "Link":
+    def fork(cls, results_fd: int) -> Link:
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
         pid = os.fork()
@@ -242,7 +242,7 @@ class Link:
 class Remote:
     """A program object that stays in the runner. Equality is identity: `==` never asks the program."""
 
-    __slots__ = ("_link", "_hid", "_type", "_callable")
+    __slots__ = ("_callable", "_hid", "_link", "_type")
 
     def __init__(self, link: Link, hid: int, type_name: str, is_callable: bool) -> None:
         object.__setattr__(self, "_link", link)
@@ -341,7 +341,7 @@ def harness_module(name: str):
     if module is None and "." not in name and not name.startswith("_"):
         try:
             __import__(name)
-        except BaseException:  # noqa: BLE001 - a module that can't be imported here stays the program's
+        except BaseException:  # a module that can't be imported here stays the program's
             return None
         module = sys.modules.get(name)
     return module if type(module) is _MODULE else None
@@ -359,10 +359,7 @@ def _apply_mutations(args, mutated) -> None:
         target = args[index]
         if type(target) is list and type(value) is list:
             target[:] = value
-        elif type(target) is dict and type(value) is dict:
-            target.clear()
-            target.update(value)
-        elif type(target) is set and type(value) is set:
+        elif (type(target) is dict and type(value) is dict) or (type(target) is set and type(value) is set):
             target.clear()
             target.update(value)
         elif type(target) is bytearray and type(value) is bytearray:

@@ -15,9 +15,9 @@ import sys
 import time
 
 from apps_compare import apps_match
-from remote import _signame
-from program import Recorder, _clip
 from frames import write_all
+from program import Recorder, _clip
+from remote import _signame
 
 CASE_BOOT = (
     "import os,sys\n"

@@ -105,7 +105,7 @@ def _run_g(fds: list[int], tmp_bytes: int, bpf: bytes | None, isolated: bool, wo
             assert bpf
             _drop_privileges(bpf)
         sys.modules["random"].seed()  # a fresh interpreter would seed from the OS, not share the zygote's state
-    except BaseException as exc:  # noqa: BLE001 - the run must not start half-isolated
+    except BaseException as exc:  # the run must not start half-isolated
         try:
             os.write(2, f"sandbox setup failed: {type(exc).__name__}: {exc}\n".encode())
         finally:
@@ -130,7 +130,7 @@ def _run_c(fds: list[int], tmp_bytes: int, bpf: bytes | None, isolated: bool, wo
         _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         code = code if code >= 0 else 128 - code
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         try:
             os.write(fds[2], f"sandbox setup failed: {type(exc).__name__}: {exc}\n".encode())
         except OSError:
