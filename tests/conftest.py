@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from support import ServerProcess
 
 DATA = Path(__file__).parent / "data"
@@ -41,3 +41,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway CA with a server certificate for 127.0.0.1 and a client certificate (openssl CLI):
+    the TLS and mutual-TLS tests of the server, the client and the CLI share it."""
+    d = tmp_path_factory.mktemp("pki")
+
+    def sh(*args: str) -> None:
+        subprocess.run(args, cwd=d, check=True, capture_output=True)
+
+    sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+       "-keyout", "ca.key", "-out", "ca.pem")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+           "-out", f"{name}.csr")
+        sh("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+           "-days", "2", "-extfile", "san.ext", "-out", f"{name}.pem")
+    return d

@@ -152,25 +152,6 @@ def test_bad_options_fail_the_request_with_invalid_argument(math_server: ServerP
         assert "INVALID_ARGUMENT" in proc.stderr and says in proc.stderr, proc.stderr
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A throwaway CA with a server certificate for 127.0.0.1 and a client certificate (openssl CLI)."""
-    d = tmp_path_factory.mktemp("pki")
-
-    def sh(*args: str) -> None:
-        subprocess.run(args, cwd=d, check=True, capture_output=True)
-
-    sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-       "-keyout", "ca.key", "-out", "ca.pem")
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name in ("server", "client"):
-        sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
-           "-out", f"{name}.csr")
-        sh("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-           "-days", "2", "-extfile", "san.ext", "-out", f"{name}.pem")
-    return d
-
-
 TOKEN = "cli-test-token"
 
 

@@ -3,37 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from conftest import MATH_CONFIG
-from rewardsvc.client import RewardClient, RewardServiceCallError
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from support import ServerProcess
 
+from rewardsvc.client import RewardClient, RewardServiceCallError
+
 ITEM = {"id": "1", "response": "\\boxed{2}", "reference": "2"}
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
-    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (openssl CLI)."""
-    d = tmp_path_factory.mktemp("pki")
-
-    def sh(*args: str) -> None:
-        subprocess.run(args, cwd=d, check=True, capture_output=True)
-
-    sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-       "-keyout", "ca.key", "-out", "ca.pem")
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name in ("server", "client"):
-        sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
-           "-out", f"{name}.csr")
-        sh("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-           "-days", "2", "-extfile", "san.ext", "-out", f"{name}.pem")
-    return d
 
 
 def code_of(fn) -> grpc.StatusCode:

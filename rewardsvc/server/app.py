@@ -83,12 +83,7 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
         finally:
             elapsed = time.perf_counter() - t0
             if self.metrics is not None:
-                m = self.metrics
-                m.requests.labels(label, code).inc()
-                m.items.labels(label).inc(len(request.items))
-                m.latency.labels(label).observe(elapsed)
-                for ecode, n in errors.items():
-                    m.item_errors.labels(label, ecode).inc(n)
+                self.metrics.record(label, code, len(request.items), elapsed, errors)
             fields = {"request_id": safe(request.request_id), "scorer": safe(request.scorer),
                       "items": len(request.items), "item_errors": sum(errors.values()), "code": code,
                       "ms": round(elapsed * 1000, 1)}
