@@ -88,11 +88,11 @@ def p50_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
-def single_latency(address: str, http_base: str, n: int) -> tuple[float, float, float]:
+def single_latency(address: str, http_base: str, n: int) -> tuple[float, float, float, float]:
     """p50 ms of a 1-item call: RewardClient, HTTP, and the scorer's own time inside the server
     (ScoreMetadata.compute_time_ns of a bare stub's calls), which neither transport can go under."""
     item = {"id": "1", "prompt": "2+2?", "response": "so \\boxed{4}", "reference": "4"}
-    grpc_s, http_s, compute_s = [], [], []
+    grpc_s, http_s, compute_s, stub_s = [], [], [], []
     with RewardClient(address) as client:
         for _ in range(20):
             client.score("math", [item])
@@ -104,8 +104,10 @@ def single_latency(address: str, http_base: str, n: int) -> tuple[float, float, 
     stub = pb_grpc.RewardServiceStub(channel)
     request = pb.ScoreRequest(scorer="math", items=[messages.item_to_pb(item_from_dict(item))])
     for i in range(20 + n):
+        t0 = time.perf_counter()
         response = stub.Score(request, timeout=60)
         if i >= 20:
+            stub_s.append(time.perf_counter() - t0)
             compute_s.append(response.metadata.compute_time_ns / 1e9)
     channel.close()
     host, port = http_base.removeprefix("http://").rsplit(":", 1)
@@ -120,7 +122,7 @@ def single_latency(address: str, http_base: str, n: int) -> tuple[float, float, 
         if i >= 20:
             http_s.append(time.perf_counter() - t0)
     conn.close()
-    return p50_ms(grpc_s), p50_ms(http_s), p50_ms(compute_s)
+    return p50_ms(grpc_s), p50_ms(http_s), p50_ms(compute_s), p50_ms(stub_s)
 
 
 def main() -> None:
@@ -152,7 +154,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     rewards[name] = paths[name]()
                     times[name].append(time.perf_counter() - t0)
-            grpc_p50, http_p50, compute_p50 = single_latency(address, http_base, args.single)
+            grpc_p50, http_p50, compute_p50, stub_p50 = single_latency(address, http_base, args.single)
         finally:
             proc.terminate()
             proc.wait(60)
@@ -175,7 +177,8 @@ def main() -> None:
         f"1-item call, p50 over {args.single} calls after 20 warm-up calls: gRPC (blocking RewardClient) "
         f"**{grpc_p50:.2f} ms**, HTTP (`POST /v1/score`, kept-alive connection) **{http_p50:.2f} ms** "
         f"(goals: < 2 ms and < 5 ms); of which the math scorer's own time in the server (worker round trip and "
-        f"math-verify; ScoreMetadata.compute_time_ns) is **{compute_p50:.2f} ms**.\n"
+        f"math-verify; ScoreMetadata.compute_time_ns) is **{compute_p50:.2f} ms**; a bare blocking gRPC stub "
+        f"(grpcio's sync channel, no client library) takes **{stub_p50:.2f} ms**.\n"
     )
     print(body)
     if not args.no_write:
