@@ -61,6 +61,11 @@ def test_trl_standard_format_with_reference_column_and_logs(server) -> None:
     assert logs.metrics == {"rewardsvc_math/item_errors": [0.0], "rewardsvc_math/verdict/correct": [1.0],
                             "rewardsvc_math/verdict/incorrect": [1.0], "rewardsvc_math/verdict/no_answer": [1.0]}
     assert logs.extra == {"rewardsvc_math": ["correct", "incorrect", "no_answer"]}
+    # A verdict named "error" (an answer past max_answer_chars) is a scored 0, not an item error.
+    logs = Logs()
+    assert f(prompts=["q"], completions=["\\boxed{" + "1" * 2000 + "}"], answer=["1"],
+             log_metric=logs.log_metric, log_extra=logs.log_extra) == [0.0]
+    assert logs.metrics == {"rewardsvc_math/item_errors": [0.0], "rewardsvc_math/verdict/error": [1.0]}
     named = trl.reward_func("math", server.address, name="acc", reference_column="gold")
     assert named.__name__ == "acc"
     assert named(prompts=["q"], completions=["\\boxed{7}"], answer=["1"], gold=["7"]) == [1.0]

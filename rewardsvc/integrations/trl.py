@@ -114,7 +114,9 @@ class _Spec:
             if r.ok:
                 rewards[i] = r.score
         tally = Counter(fates)
-        errors = sum(v for k, v in tally.items() if k.startswith("error"))
+        # Item errors only ("error: <code>"); a verdict named "error" (math: an answer it could not check) is a
+        # scored 0, not a lost completion.
+        errors = sum(v for k, v in tally.items() if k.startswith("error: "))
         if errors:
             first = next((r.error.message for r in results if r.error is not None), None) or next(iter(bad.values()))
             log.warning("%s: %d of %d completions could not be scored (reward %s); first: %s",
@@ -122,7 +124,7 @@ class _Spec:
         if callable(log_metric):
             log_metric(f"{self.name}/item_errors", float(errors))
             for fate, k in sorted(tally.items()):
-                if not fate.startswith("error"):
+                if not fate.startswith("error: "):
                     log_metric(f"{self.name}/verdict/{fate}", float(k))
         if callable(log_extra):
             log_extra(self.name, fates)
