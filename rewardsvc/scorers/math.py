@@ -90,11 +90,15 @@ class MathScorer(Scorer):
         timeout = self.config.timeout_s
         if options.timeout_s > 0:
             timeout = min(timeout, options.timeout_s)
-        return list(await asyncio.gather(*(self._one(it, order, timeout) for it in items)))
+        # One trip to the text-work thread for the whole request, not one per item: the hand-offs cost
+        # more than extracting a typical answer.
+        extracted = await off_loop(_extract_all, items, order)
+        return list(await asyncio.gather(*(self._one(it, ex, order, timeout) for it, ex in zip(items, extracted))))
 
-    async def _one(self, item: Item, order: list[str], timeout_s: float) -> Result:
-        assert self.pool is not None and item.reference is not None
-        answer, how, gold = await off_loop(_extract, item.response_text, item.reference, order)
+    async def _one(self, item: Item, extracted: tuple[str | None, str | None, str], order: list[str],
+                   timeout_s: float) -> Result:
+        assert self.pool is not None
+        answer, how, gold = extracted
         details = {"extracted_answer": answer, "extracted_by": how, "reference_answer": gold[:200]}
         limit = self.config.max_answer_chars
         if answer is None:
@@ -108,7 +112,8 @@ class MathScorer(Scorer):
         job = {"gold": gold, "pred": answer, "timeout_s": max(1, int(timeout_s * 0.6))}
         clock, queued = queue_clock.current(), time.perf_counter_ns()
         try:
-            reply = await self.pool.run(job, timeout_s, on_start=clock and (lambda: clock.note_since(queued)),
+            on_start = None if clock is None else (lambda: clock.note_since(queued))
+            reply = await self.pool.run(job, timeout_s, on_start=on_start,
                                         caller=caller.current())
         except PoolTimeoutError as exc:
             reply = {"verdict": "timeout", "reason": str(exc)}
@@ -123,7 +128,11 @@ class MathScorer(Scorer):
                       details={**details, "verdict": verdict, "reason": reply.get("reason", "")})
 
 
-def _extract(response: str, reference: str, order: list[str]) -> tuple[str | None, str | None, str]:
-    """(answer, extractor, gold answer): linear in the text, but on a text-work thread all the same."""
-    answer, how = extract_answer(response, order)
-    return answer, how, reference_answer(reference)
+def _extract_all(items: Sequence[Item], order: list[str]) -> list[tuple[str | None, str | None, str]]:
+    """(answer, extractor, gold answer) per item: linear in the text, but on a text-work thread all the same."""
+    out = []
+    for it in items:
+        assert it.reference is not None  # validate() refused items without one
+        answer, how = extract_answer(it.response_text, order)
+        out.append((answer, how, reference_answer(it.reference)))
+    return out
