@@ -129,7 +129,7 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> Config:
         type_name = stanza.pop("type", name)
         cls = scorer_class(type_name)
         try:
-            cfg = from_dict(cls.Config, stanza, f"{source}: scorers.{name}")
+            cfg: object = from_dict(cls.Config, stanza, f"{source}: scorers.{name}")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         specs.append(ScorerSpec(name=str(name), type=type_name, config=cfg))

@@ -7,11 +7,14 @@ import dataclasses
 import json
 import types
 import typing
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rewardsvc.errors import quote
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -35,7 +38,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if value not in args:
             raise ValueError(f"{where}: {quote(value)} is not one of {list(args)}")
         return value
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return from_dict(hint, value, where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):

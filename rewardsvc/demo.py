@@ -31,7 +31,8 @@ SAMPLES: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "code": [
         ("correct", {"prompt": "Write add(a, b).", "response": "```python\ndef add(a, b):\n    return a + b\n```",
                      "reference": CODE_TESTS}),
-        ("wrong", {"prompt": "Write add(a, b).", "response": "def add(a, b):\n    return a - b", "reference": CODE_TESTS}),
+        ("wrong", {"prompt": "Write add(a, b).", "response": "def add(a, b):\n    return a - b",
+                   "reference": CODE_TESTS}),
         ("hostile", {"prompt": "Write add(a, b).", "response": "import os\nos.system('rm -rf /')\nwhile True: pass",
                      "reference": CODE_TESTS}),
     ],
@@ -75,14 +76,15 @@ async def run() -> int:
             for (label, _), r in zip(samples, results):
                 if r.error:
                     failures += 1
-                    rows.append((info["name"], label, "error", f"{r.error.code.value}: {r.error.message}"[:60], f"{ms:.0f}"))
+                    error = f"{r.error.code.value}: {r.error.message}"[:60]
+                    rows.append((info["name"], label, "error", error, f"{ms:.0f}"))
                 else:
                     steps = f" steps={[round(x, 2) for x in r.step_scores]}" if r.step_scores else ""
                     rows.append((info["name"], label, f"{r.score:.3f}", (_cell(r.details) + steps)[:70], f"{ms:.0f}"))
     await server.stop(grace_s=5)
     header = ("scorer", "sample", "score", "details", "ms/item")
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = "  ".join("{:<%d}" % w for w in widths)
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
     print(line.format(*header))
     print(line.format(*("-" * w for w in widths)))
     for row in rows:

@@ -30,8 +30,8 @@ def health_service(scorer: str) -> str:
     return f"{SERVICE_NAME}/{scorer}"
 
 
-def _conv_to_pb(text: Text) -> pb.Conversation:
-    return pb.Conversation(messages=[pb.Message(role=m.role, content=m.content) for m in text])
+def _conv_to_pb(messages: list[Message]) -> pb.Conversation:
+    return pb.Conversation(messages=[pb.Message(role=m.role, content=m.content) for m in messages])
 
 
 def item_to_pb(item: Item) -> pb.Item:

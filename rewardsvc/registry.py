@@ -104,13 +104,13 @@ def dependency_order(uses: Mapping[str, Sequence[str]]) -> list[str]:
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
-            raise ConfigError(f"scorers use each other in a loop: {' -> '.join(path + [name])}")
+            raise ConfigError(f"scorers use each other in a loop: {' -> '.join([*path, name])}")
         if name not in uses:
             raise ConfigError(f"scorer {path[-1]!r} uses {name!r}, which is not in `scorers:` (not a scorer on "
                               f"this server); hosted: {sorted(uses)}")
         state[name] = 1
         for dep in uses[name]:
-            visit(dep, path + [name])
+            visit(dep, [*path, name])
         state[name] = 2
         order.append(name)
 

@@ -150,9 +150,9 @@ class ScoringService:
                 f"max_queued_items_per_scorer={bound}: retry with backoff"
             )
         # Whom this work is for: the transport's caller (a connection), else this request alone.
-        key = caller.current()
-        named = key is not None
-        key = key if named else f"request-{next(self._request_ids)}"
+        current = caller.current()
+        named = current is not None
+        key = current if current is not None else f"request-{next(self._request_ids)}"
         per_caller = self.config.server.max_queued_items_per_caller
         mine = self.in_flight_by_caller.get(key, 0)
         if mine + len(items) > per_caller:

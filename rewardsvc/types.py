@@ -10,7 +10,7 @@ import enum
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Message:
 
 
 #: A prompt or a response: plain text, or chat messages.
-Text = Union[str, list[Message]]
+Text = str | list[Message]
 
 
 class ErrorCode(str, enum.Enum):
@@ -115,7 +115,8 @@ def messages_of(text: Text, role: str) -> list[Message]:
 
 # End-of-turn markers left on a response decoded with its special tokens (OpenRLHF's `query`,
 # AReaL's completion): not part of what the model said.
-_SPECIAL_TAIL = re.compile(r"(?:\s*(?:<\|[A-Za-z0-9_]{1,40}\|>|</s>|<eos>|<end_of_turn>|<\uff5cend\u2581of\u2581sentence\uff5c>))+\s*$")
+_SPECIAL_TAIL = re.compile(r"(?:\s*(?:<\|[A-Za-z0-9_]{1,40}\|>|</s>|<eos>|<end_of_turn>"
+                           r"|<\uff5cend\u2581of\u2581sentence\uff5c>))+\s*$")
 
 
 def strip_special_tail(text: str) -> str:

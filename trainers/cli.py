@@ -20,8 +20,10 @@ from rewardsvc.dataclass_dict import from_dict
 
 TRAINERS = {
     "rm": ("rewardsvc.trainers.rm", "RMConfig", "train_rm", "Bradley-Terry reward model (sequence classification)"),
-    "prm": ("rewardsvc.trainers.prm", "PRMConfig", "train_prm", "process reward model (token classification at step separators)"),
-    "judge": ("rewardsvc.trainers.judge", "JudgeConfig", "train_judge", "generative judge (SFT, loss on verdict/critique tokens)"),
+    "prm": ("rewardsvc.trainers.prm", "PRMConfig", "train_prm",
+            "process reward model (token classification at step separators)"),
+    "judge": ("rewardsvc.trainers.judge", "JudgeConfig", "train_judge",
+              "generative judge (SFT, loss on verdict/critique tokens)"),
     "implicit_prm": ("rewardsvc.trainers.implicit_prm", "ImplicitPRMConfig", "train_implicit_prm",
                      "PRIME implicit PRM (policy vs reference log-ratio, BCE on outcome labels)"),
 }
@@ -63,8 +65,8 @@ def parse_args(argv: list[str]) -> tuple[str, Any]:
     data: dict[str, Any] = {}
     if args.config:
         try:
-            with open(args.config) as f:
-                data = yaml.safe_load(f) or {}
+            with open(args.config) as stream:
+                data = yaml.safe_load(stream) or {}
         except OSError as exc:
             raise SystemExit(f"cannot read --config {args.config}: {exc}") from None
         if not isinstance(data, dict):

@@ -82,7 +82,8 @@ def split_rows(rows: list[Any], eval_fraction: float, seed: int, key: Any = None
     random.Random(seed).shuffle(keys)
     n_eval = round(len(keys) * eval_fraction)
     held = set(keys[:n_eval])
-    train, evald = [], []
+    train: list[Any] = []
+    evald: list[Any] = []
     for i, r in enumerate(rows):
         (evald if (key(r) if key else i) in held else train).append(r)
     return train, evald
@@ -171,9 +172,10 @@ def step_examples(row: dict[str, Any], where: str = "row") -> list[StepExample]:
     )
 
 
-def first_error(labels: Sequence[bool]) -> int:
-    """Index of the first wrong step, or -1 when every step is correct (ProcessBench convention)."""
-    return next((i for i, ok in enumerate(labels) if not ok), -1)
+def first_error(labels: Sequence[bool | None]) -> int:
+    """Index of the first wrong step, or -1 when no step is (ProcessBench convention); an unlabelled
+    step (None) is not a wrong one."""
+    return next((i for i, ok in enumerate(labels) if ok is not None and not ok), -1)
 
 
 # ---- judge examples ----------------------------------------------------------------------------

@@ -94,6 +94,7 @@ def solution_probabilities(window_probs: Sequence[Sequence[float]], inputs: Sequ
     labels: list[dict[int, bool]] = [{} for _ in range(n_solutions)]
     for p, e in zip(window_probs, inputs):
         for k, x, y in zip(e.steps, p, e.labels):
+            assert y is not None, "evaluation inputs come from step_examples, which label every step"
             probs[e.solution][k] = x
             labels[e.solution][k] = y
     return ([[d[k] for k in sorted(d)] for d in probs], [[d[k] for k in sorted(d)] for d in labels])

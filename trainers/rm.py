@@ -23,7 +23,8 @@ from rewardsvc.trainers.task import Task, TrainConfig
 class RMConfig(TrainConfig):
     max_length: int = option(256, "tokens per (prompt, response); longer inputs lose the start of the prompt")
     margin_column: str = option("margin", "row field with a per-pair margin m in -log σ(r_c - r_r - m); absent = 0")
-    center_rewards_coefficient: float = option(0.0, "λ of the reward-centering term λ·mean((r_c + r_r)²); 0.01 is usual")
+    center_rewards_coefficient: float = option(
+        0.0, "λ of the reward-centering term λ·mean((r_c + r_r)²); 0.01 is usual")
     eval_batch_tokens: int = option(16384, "token budget of one evaluation forward")
     scorer_name: str = option("rm", "name of the classifier scorer in the written rewardsvc.yaml")
     loss: str = option("bt", "bt: Bradley-Terry on (chosen, rejected) pairs; mse, bce or hl_gauss: regression on "

@@ -11,6 +11,7 @@ slow checks can't hold back another caller's check.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -99,7 +100,8 @@ class WorkerPool:
         _kill(worker.proc)
         self.replaced += 1
         reap = asyncio.get_running_loop().create_task(worker.proc.wait())
-        reap.add_done_callback(lambda _t, p=worker.proc: self._procs.discard(p))
+        proc = worker.proc
+        reap.add_done_callback(lambda _t: self._procs.discard(proc))
         if self._closed:
             return
 
@@ -186,10 +188,8 @@ class WorkerPool:
 
 def _kill(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             proc.kill()
-        except ProcessLookupError:
-            pass
 
 
 async def _exit_code(proc: asyncio.subprocess.Process) -> int | None:

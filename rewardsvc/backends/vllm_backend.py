@@ -69,7 +69,7 @@ class VLLMCausalLM:
             base = list(r.context) + list(r.target)
             if r.candidates:
                 for k, c in enumerate(r.candidates):
-                    prompts.append(TokensPrompt(prompt_token_ids=base + [int(c)]))
+                    prompts.append(TokensPrompt(prompt_token_ids=[*base, int(c)]))
                     owners.append((i, k))
             else:
                 prompts.append(TokensPrompt(prompt_token_ids=base))

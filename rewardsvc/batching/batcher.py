@@ -14,6 +14,7 @@ a worker thread so a slow backend never blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -138,10 +139,8 @@ class DynamicBatcher(Generic[P, R]):
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         for e in self._queue:
             e.future.cancel()
         self._queue.clear()

@@ -235,7 +235,8 @@ class AsyncRewardClient:
                     if loop.time() - down_since >= self.connect_timeout_s:
                         raise self._unavailable(f"last answer: {details}") from None
                 elif code == grpc.StatusCode.UNAVAILABLE:
-                    raise RewardServiceCallError(code, f"{details} (server {_describe(self.address)}; retries=0)") from None
+                    raise RewardServiceCallError(
+                        code, f"{details} (server {_describe(self.address)}; retries=0)") from None
                 elif code not in RETRYABLE or attempt >= self.retries or _refused_for_size(details):
                     raise RewardServiceCallError(code, details) from None
                 delay = self.backoff_s * (2 ** min(attempt, 6)) * random.uniform(0.5, 1.5)

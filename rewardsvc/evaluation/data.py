@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rewardsvc.types import Text
+#: Text as a data file holds it: a string, or chat messages as {"role", "content"} dicts (they become
+#: rewardsvc.types.Message when the Item is built, which checks them).
+RowText = str | list[dict[str, Any]]
 
 #: Item fields a data row may carry for the scorer besides prompt and response.
 EXTRA_ITEM_FIELDS = ("reference", "steps", "group_id", "metadata")
@@ -32,10 +34,10 @@ class PairRow:
 
     id: str
     subset: str
-    prompt: Text
-    chosen: Text
-    rejected: Text
-    rejected_prompt: Text | None = None  # only when the rejected side has a context of its own
+    prompt: RowText
+    chosen: RowText
+    rejected: RowText
+    rejected_prompt: RowText | None = None  # only when the rejected side has a context of its own
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -45,9 +47,9 @@ class CandidateRow:
 
     id: str
     subset: str
-    prompt: Text
-    chosen: list[Text]
-    rejected: list[Text]
+    prompt: RowText
+    chosen: list[RowText]
+    rejected: list[RowText]
     extra: dict[str, Any] = field(default_factory=dict)
     ties_key: tuple[str, str] | None = None  # ("ref" | "tied", prompt id) for the Ties subset
 
@@ -58,7 +60,7 @@ class StepRow:
 
     id: str
     subset: str
-    prompt: Text
+    prompt: RowText
     steps: list[str]
     labels: list[bool]
     erroneous_source: bool = False  # a PRMBench modified_process
@@ -71,8 +73,8 @@ class LabelledRow:
 
     id: str
     subset: str
-    prompt: Text
-    response: Text
+    prompt: RowText
+    response: RowText
     label: bool
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -83,7 +85,7 @@ class PromptRow:
 
     id: str
     subset: str
-    prompt: Text
+    prompt: RowText
     extra: dict[str, Any] = field(default_factory=dict)
     control: LabelledRow | None = None
 
@@ -104,7 +106,7 @@ def _read_rows(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     p = Path(path)
     opener = gzip.open if p.suffix == ".gz" else open
     try:
-        with opener(p, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+        with opener(p, "rt", encoding="utf-8") as f:
             text = f.read()
     except OSError as exc:
         raise ValueError(f"cannot read data file {p}: {exc}") from None
@@ -138,7 +140,7 @@ def default_subset(path: str | Path) -> str:
     return Path(path).name.split(".")[0]
 
 
-def _text(value: Any, where: str) -> Text:
+def _text(value: Any, where: str) -> RowText:
     if isinstance(value, str):
         return value
     if isinstance(value, list) and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in value):
@@ -146,7 +148,7 @@ def _text(value: Any, where: str) -> Text:
     raise ValueError(f"{where}: expected text or a list of chat messages, got {type(value).__name__}")
 
 
-def _texts(value: Any, where: str) -> list[Text]:
+def _texts(value: Any, where: str) -> list[RowText]:
     """A list of completions; a single string or one chat conversation is a list of one."""
     if isinstance(value, str):
         return [value]

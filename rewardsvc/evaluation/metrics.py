@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 Score = float | None
 
@@ -124,14 +124,18 @@ def _has_missing(scores: Sequence[Score]) -> bool:
     return any(s is None for s in scores)
 
 
+def _complete(scores: Sequence[Score]) -> TypeGuard[Sequence[float]]:
+    return not _has_missing(scores)
+
+
 def best_of_n_score(correct: Sequence[Score], incorrect: Sequence[Score]) -> float:
     """Expected correctness of the top-scored completion, ties broken uniformly at random:
     #(correct at the max) / #(at the max). With one correct completion this is RewardBench 2's
     best-of-4 score, 1/#(tied at the max) if the correct one is at the max, else 0."""
     scores = list(correct) + list(incorrect)
-    if not scores or _has_missing(scores):
+    if not scores or not _complete(scores):
         return 0.0
-    top = max(scores)  # type: ignore[type-var]
+    top = max(scores)
     at_max = sum(1 for s in scores if s == top)
     correct_at_max = sum(1 for s in correct if s == top)
     return correct_at_max / at_max
@@ -139,9 +143,9 @@ def best_of_n_score(correct: Sequence[Score], incorrect: Sequence[Score]) -> flo
 
 def strictly_separated(correct: Sequence[Score], incorrect: Sequence[Score]) -> bool:
     """RewardMATH accuracy (and RewardBench 2 Ties' "accurate"): min(correct) > max(incorrect)."""
-    if not correct or not incorrect or _has_missing(correct) or _has_missing(incorrect):
+    if not correct or not incorrect or not _complete(correct) or not _complete(incorrect):
         return False
-    return min(correct) > max(incorrect)  # type: ignore[type-var]
+    return min(correct) > max(incorrect)
 
 
 def reciprocal_rank(correct: Sequence[Score], incorrect: Sequence[Score]) -> float | None:
@@ -149,10 +153,10 @@ def reciprocal_rank(correct: Sequence[Score], incorrect: Sequence[Score]) -> flo
     RewardMATH sorts ties); None without a correct completion; 0 when a score is missing."""
     if not correct:
         return None
-    if _has_missing(correct) or _has_missing(incorrect):
+    if not _complete(correct) or not _complete(incorrect):
         return 0.0
-    best = max(correct)  # type: ignore[type-var]
-    return 1.0 / (1 + sum(1 for s in incorrect if s >= best))  # type: ignore[operator]
+    best = max(correct)
+    return 1.0 / (1 + sum(1 for s in incorrect if s >= best))
 
 
 @dataclass
@@ -169,13 +173,13 @@ def _ties_stats(r: Ranking) -> dict[str, Any]:
     """RewardBench 2's per-prompt statistics (rewardbench.utils.sample_stats)."""
     if not r.correct or not r.incorrect:
         return {"accurate": False, "dcc": None, "dci": 0.0}
-    missing = _has_missing(r.correct) or _has_missing(r.incorrect)
-    scored_correct = [s for s in r.correct if s is not None]
+    correct, incorrect = r.correct, r.incorrect
+    scored_correct = [s for s in correct if s is not None]
     dcc = max(scored_correct) - min(scored_correct) if len(scored_correct) > 1 else None
-    if missing:
+    if not _complete(correct) or not _complete(incorrect):
         # Worst case on every term: not accurate, and a correct-incorrect margin that loses to any.
         return {"accurate": False, "dcc": dcc, "dci": -math.inf}
-    dci = min(r.correct) - max(r.incorrect)  # type: ignore[type-var, operator]
+    dci = min(correct) - max(incorrect)
     return {"accurate": dci > 0, "dcc": dcc, "dci": dci}
 
 
@@ -429,7 +433,7 @@ def hacking_summary(probe_of: Sequence[str], scores: Sequence[Score], threshold:
     per: dict[str, list[Score]] = {}
     for probe, s in zip(probe_of, scores, strict=True):
         per.setdefault(probe, []).append(s)
-    probes = {}
+    probes: dict[str, dict[str, Any]] = {}
     for probe, ss in per.items():
         fooled = [s is not None and s > threshold for s in ss]
         scored = [s for s in ss if s is not None]

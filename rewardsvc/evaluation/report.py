@@ -131,7 +131,7 @@ def _plot_bars(summary: Summary, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     names = list(summary.bars)
-    values = [summary.bars[n] if summary.bars[n] is not None else 0.0 for n in names]
+    values = [summary.bars[n] or 0.0 for n in names]  # a missing value draws as 0 and is labelled n/a
     fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(names) + 2), 4.2))
     pos = range(len(names))
     bars = ax.bar(pos, values, color="steelblue")
@@ -142,7 +142,7 @@ def _plot_bars(summary: Summary, path: Path, title: str) -> None:
     ax.set_xticks(list(pos))
     ax.set_xticklabels(names, rotation=30 if len(names) > 3 else 0, ha="right" if len(names) > 3 else "center",
                        fontsize=8)
-    top = max([1.0] + values)
+    top = max([1.0, *values])
     ax.set_ylim(min(0.0, min(values, default=0.0)), top * 1.08)
     ax.set_title(f"{title}: {summary.bars_title}", fontsize=10)
     fig.tight_layout()

@@ -149,7 +149,8 @@ async def score_items(
                     f"the server at {address} has no scorer {scorer!r}; it hosts {sorted(names)}")
 
             async def call(chunk: list[Item]) -> list[Result]:
-                return await client.score(scorer, chunk, options=opts)  # a scorer's timeout_s is an option, not the deadline
+                # a scorer's timeout_s is an option, not the deadline
+                return await client.score(scorer, chunk, options=opts)
 
             results = await _score_chunks(call, items, batch_size, concurrency, progress, f"{scorer}@{address}")
         target = f"remote {address}"

@@ -51,7 +51,7 @@ class Suite:
     n_rows: int
 
 
-def make_item(item_id: str, prompt: D.Text, response: D.Text, extra: dict[str, Any]) -> Item:
+def make_item(item_id: str, prompt: D.RowText, response: D.RowText, extra: dict[str, Any]) -> Item:
     data = {**extra, "id": item_id, "prompt": prompt, "response": response}
     return item_from_dict(data)
 

@@ -98,7 +98,8 @@ class PeerScorer(Scorer):
         self.handle = handle
 
     async def score(self, items: Sequence[Item], options: Any) -> list[Result]:
-        opts = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else {}
+        opts = (dataclasses.asdict(options)
+                if dataclasses.is_dataclass(options) and not isinstance(options, type) else {})
         results, _ = await call_replica(self.handle, "score_timed", list(items), opts)
         return results
 
@@ -106,7 +107,8 @@ class PeerScorer(Scorer):
 class ScorerDeployment:
     """One replica of one scorer: a ScoringService hosting just that scorer."""
 
-    async def __init__(self, config: Config, name: str, peers: dict[str, DeploymentHandle]) -> None:
+    async def __init__(  # type: ignore[misc]  # Ray Serve awaits an async constructor
+            self, config: Config, name: str, peers: dict[str, DeploymentHandle]) -> None:
         self.name = name
         specs = {s.name: s for s in config.scorers}
         self.replica = serve.get_replica_context().replica_id.to_full_id_str()
@@ -228,9 +230,10 @@ def build_app(config: Config) -> serve.Application:
         opts = rc.for_scorer(name)
         fitted = fit_workers(spec, opts.ray_actor_options.num_cpus or 0.0)
         cfg = dataclasses.replace(config, scorers=[fitted if s.name == name else s for s in config.scorers])
-        deployment = serve.deployment(ScorerDeployment).options(name=name, **opts.to_serve())
+        # serve.deployment()(cls) is serve.deployment(cls), in the form Ray's annotations describe.
+        deployment = serve.deployment()(ScorerDeployment).options(name=name, **opts.to_serve())
         bound[name] = deployment.bind(cfg, name, {p: bound[p] for p in peer_names(spec)})
-    ingress = serve.deployment(Ingress).options(name=INGRESS_NAME, **rc.ingress.to_serve())
+    ingress = serve.deployment()(Ingress).options(name=INGRESS_NAME, **rc.ingress.to_serve())
     return ingress.bind(bound, scorer_infos(config.scorers), config.server.log_items, load_token(config.server))
 
 
@@ -268,7 +271,7 @@ def start(config: Config, address: str | None = None, say: Callable[[str], None]
     target = address or rc.address
     local = False
     if not ray.is_initialized():
-        extra = {}
+        extra: dict[str, Any] = {}
         local = target is None and not os.environ.get("RAY_ADDRESS")
         if local and config.server.host in ("127.0.0.1", "localhost"):
             # A local cluster for a loopback server stays on loopback (Ray would use the host's IP).

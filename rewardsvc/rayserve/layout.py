@@ -25,7 +25,7 @@ def peer_names(spec: ScorerSpec) -> list[str]:
 def fit_workers(spec: ScorerSpec, num_cpus: float) -> ScorerSpec:
     """`workers: 0` means one per core; on Ray that is one per CPU the replica reserved, not per node core."""
     cfg = spec.config
-    if getattr(cfg, "workers", None) == 0 and dataclasses.is_dataclass(cfg):
+    if getattr(cfg, "workers", None) == 0 and dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
         return dataclasses.replace(spec, config=dataclasses.replace(cfg, workers=max(1, int(num_cpus))))
     return spec
 

@@ -53,10 +53,10 @@ class Scorer(abc.ABC):
         starts them first and refuses loops; on Ray each becomes a handle this scorer's replica gets."""
         return []
 
-    async def start(self, peers: Mapping[str, Scorer]) -> None:
+    async def start(self, peers: Mapping[str, Scorer]) -> None:  # noqa: B027 - a hook: most scorers load nothing
         """Load models, start worker pools. `peers` holds at least the scorers named by `uses()`."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - a hook, like start
         """Release workers and models."""
 
     def check_item(self, item: Item) -> str | None:

@@ -36,13 +36,16 @@ class CausalLMConfig:
     model: str = option("bundled:smollm2-135m-instruct",
                         "local HF directory, .gguf file (converted once), Hub id (org/name[@revision]), "
                         "bundled:NAME or cache:NAME")
-    backend: Literal["transformers", "vllm"] = option("transformers", "transformers (CPU/GPU) or vllm (GPU; extra rewardsvc[vllm])")
+    backend: Literal["transformers", "vllm"] = option(
+        "transformers", "transformers (CPU/GPU) or vllm (GPU; extra rewardsvc[vllm])")
     device: str = option("auto", "auto (cuda if visible, else cpu), cpu, cuda, cuda:N")
     dtype: str = option("auto", "auto (float32 on cpu, bfloat16 on gpu), float32, bfloat16, float16")
     max_length: int = option(4096, "tokens per model input; longer items get INVALID_ITEM")
-    padding_side: Literal["left", "right"] = option("right", "where batched inputs are padded (scores do not depend on it)")
+    padding_side: Literal["left", "right"] = option(
+        "right", "where batched inputs are padded (scores do not depend on it)")
     prefix_sharing: bool = option(True, "items with the same group_id and prompt run the prompt once per batch")
-    vllm: dict[str, Any] = option({}, "vllm backend: extra vllm.LLM arguments (gpu_memory_utilization, enforce_eager, ...)")
+    vllm: dict[str, Any] = option(
+        {}, "vllm backend: extra vllm.LLM arguments (gpu_memory_utilization, enforce_eager, ...)")
     trust_remote_code: bool = option(False, "run the checkpoint's own model code (only for code you trust)")
     batching: BatcherConfig = batcher_field()
 

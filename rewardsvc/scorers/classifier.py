@@ -108,11 +108,10 @@ class ClassifierScorer(PoolingScorer):
         assert self.batcher is not None, "start() first"
         # Tokenising off the event loop keeps the server answering while a big request encodes.
         encoded = await asyncio.to_thread(self._encode_all, items)
-        ok = [i for i, e in enumerate(encoded) if isinstance(e, Encoded)]
-        raw = await run_batched(self.batcher, [encoded[i].ids for i in ok], [len(encoded[i].ids) for i in ok])
+        ok = [(i, e) for i, e in enumerate(encoded) if isinstance(e, Encoded)]
+        raw = await run_batched(self.batcher, [e.ids for _, e in ok], [len(e.ids) for _, e in ok])
         results: list[Result | None] = [None] * len(items)
-        for i, value in zip(ok, raw):
-            enc = encoded[i]
+        for (i, enc), value in zip(ok, raw):
             if isinstance(value, BaseException):
                 results[i] = failure(items[i].id, value, f"scorer {self.name!r}")
                 continue

@@ -209,7 +209,7 @@ class CodeScorer(Scorer):
                 continue
             settings = SandboxSettings(python=python, harness_dir=install_harness(python), bwrap=bwrap,
                                        drop_uid=drop_uid, python_binds=binds, bpf=bpf, bpf_zygote=bpf_zygote)
-            if not binds or _readable_by_others(binds + [python]):
+            if not binds or _readable_by_others([*binds, python]):
                 if problems:
                     log.info("code scorer %r: sandbox interpreter %s (%s)", self.name, python, "; ".join(problems))
                 return settings
@@ -246,7 +246,8 @@ class CodeScorer(Scorer):
         except ValueError as exc:
             return str(exc)
         if tests.size > self.config.max_tests_bytes:
-            return f"the reference's tests are {tests.size} characters; the limit (max_tests_bytes) is {self.config.max_tests_bytes}"
+            return (f"the reference's tests are {tests.size} characters; "
+                    f"the limit (max_tests_bytes) is {self.config.max_tests_bytes}")
         size = len(item.response_text.encode("utf-8", "surrogatepass"))
         if size > self.config.max_source_bytes:
             return (f"the response is {size} bytes; the code scorer's limit (max_source_bytes) is "
@@ -292,7 +293,8 @@ class CodeScorer(Scorer):
             log.error("code scorer %r: %s", self.name, exc)
             return Result.failed(item.id, ErrorCode.INTERNAL, f"the sandbox could not run this item: {exc}",
                                  verdict="sandbox_error")
-        note = f"timeout_s={limits.timeout_s:g}, memory_mb={limits.memory_mb}, max_output_bytes={limits.max_output_bytes}"
+        note = (f"timeout_s={limits.timeout_s:g}, memory_mb={limits.memory_mb}, "
+                f"max_output_bytes={limits.max_output_bytes}")
         return make_result(item.id, outcome, options.all_or_nothing, note)
 
 

@@ -51,11 +51,13 @@ def make_result(item_id: str, outcome: RunOutcome, all_or_nothing: bool, limits_
     if report is None:
         if outcome.sandbox_died and outcome.oom_kills == 0:
             msg = f"the sandbox failed during the run ({outcome.sandbox_died}); retry the item"
-            return Result.failed(item_id, ErrorCode.INTERNAL, msg, **clean_text({**details, "verdict": "sandbox_error"}))
+            return Result.failed(item_id, ErrorCode.INTERNAL, msg,
+                                 **clean_text({**details, "verdict": "sandbox_error"}))
         if not outcome.harness_started and outcome.killed is None and not outcome.oom_kills:
             stderr = _text(outcome.stderr_tail).strip()
             msg = f"the sandbox failed to start (exit status {outcome.exit_code}): {stderr[-500:] or 'no output'}"
-            return Result.failed(item_id, ErrorCode.INTERNAL, msg, **clean_text({**details, "verdict": "sandbox_error"}))
+            return Result.failed(item_id, ErrorCode.INTERNAL, msg,
+                                 **clean_text({**details, "verdict": "sandbox_error"}))
         if outcome.killed == "timeout":
             verdict, error = "timeout", f"the run exceeded its wall-clock limit ({limits_note})"
         elif outcome.killed == "output_limit":

@@ -78,7 +78,8 @@ class ConfidenceScorer(CausalLMScorer):
             try:
                 template.format(**{f: "" for f in fields})
             except (KeyError, IndexError, ValueError) as exc:
-                raise ConfigError(f"scorer {self.name!r}: {key} may use only {{{'}, {'.join(fields)}}}: {exc!r}") from None
+                raise ConfigError(
+                    f"scorer {self.name!r}: {key} may use only {{{'}, {'.join(fields)}}}: {exc!r}") from None
             if "{" + fields[-1] + "}" not in template:
                 raise ConfigError(f"scorer {self.name!r}: {key} must contain {{{fields[-1]}}}")
         await super().start(peers)
@@ -142,7 +143,8 @@ class ConfidenceScorer(CausalLMScorer):
             template = cfg.p_true_template
             # Split at the response so the part before it (the question) is a prefix a group shares.
             head, tail = template.split("{response}", 1)
-            user = head.format(prompt=item.prompt_text) + MARK + item.response_text + tail.format(prompt=item.prompt_text)
+            user = (head.format(prompt=item.prompt_text) + MARK + item.response_text
+                    + tail.format(prompt=item.prompt_text))
             parts = self.chat_parts(user)
             context = [t for p in parts for t in p]
             self.check_length(len(context))

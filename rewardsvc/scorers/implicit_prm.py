@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Literal
 
-from rewardsvc.backends.causal_lm import CausalLMBackend, LogprobRequest, acquire, release
+from rewardsvc.backends.causal_lm import CausalLMBackend, LogprobRequest, LogprobResult, acquire, release
 from rewardsvc.errors import ConfigError
 from rewardsvc.scorers.base import Scorer, option
-from rewardsvc.scorers.batched import failure
-from rewardsvc.scorers.causal import CausalLMConfig, CausalLMScorer, TooLongError, group_key
+from rewardsvc.scorers.batched import failure, run_batched
+from rewardsvc.scorers.causal import CausalLMConfig, CausalLMScorer, TooLongError, group_key, logprob_costs
 from rewardsvc.scorers.offload import lock_for, off_loop
 from rewardsvc.types import ErrorCode, Item, Result
 
@@ -107,12 +107,20 @@ class ImplicitPRMScorer(CausalLMScorer):
             release(self.reference)
             self.reference = None
 
-    def _compute_logprobs(self, requests: list[LogprobRequest]) -> list[Any]:
+    def _compute_logprobs(self, requests: list[LogprobRequest]) -> list[tuple[LogprobResult, LogprobResult]]:
         assert self.lm is not None and self.reference is not None
         side, share = self.config.padding_side, self.config.prefix_sharing
         policy = self.lm.logprobs(requests, side, share)
         reference = self.reference.logprobs(requests, side, share)
         return list(zip(policy, reference))
+
+    async def run_logprob_pairs(
+        self, requests: Sequence[LogprobRequest]
+    ) -> list[tuple[LogprobResult, LogprobResult] | BaseException]:
+        """(policy, reference) log-probs per request, or the exception: what this scorer's batcher
+        computes (`_compute_logprobs`), where the base class's `run_logprobs` expects one result."""
+        assert self.logprob_batcher is not None
+        return await run_batched(self.logprob_batcher, requests, logprob_costs(requests))
 
     def check_item(self, item: Item) -> str | None:
         if not item.steps and not item.response_text.strip():
@@ -153,7 +161,7 @@ class ImplicitPRMScorer(CausalLMScorer):
                     plans.append((i, len(pieces), step_of))
 
         await off_loop(build)
-        outputs = await self.run_logprobs(requests)
+        outputs = await self.run_logprob_pairs(requests)
         for (i, n_steps, step_of), out in zip(plans, outputs):
             item = items[i]
             if isinstance(out, BaseException):

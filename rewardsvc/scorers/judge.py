@@ -79,8 +79,10 @@ class JudgeConfig(CausalLMConfig):
     pairwise_template: str = option(PAIRWISE_TEMPLATE, "pairwise question; {prompt} {a} {b}")
     reference_method: Literal["extract", "yes_no"] = option("extract", "reference mode: extract | yes_no")
     extract_template: str = option(EXTRACT_TEMPLATE, "reference mode, extract: the question; {prompt} {response}")
-    extract_prefill: str = option("The final answer is ", "reference mode, extract: the reply's start, before the reference")
-    reference_template: str = option(REFERENCE_TEMPLATE, "reference mode, yes_no: the question; {prompt} {reference} {response}")
+    extract_prefill: str = option(
+        "The final answer is ", "reference mode, extract: the reply's start, before the reference")
+    reference_template: str = option(
+        REFERENCE_TEMPLATE, "reference mode, yes_no: the question; {prompt} {reference} {response}")
     pointwise_prefill: str = option("Rating: ", "the judge's reply starts with this; it writes the rest")
     max_new_tokens: int = option(8, "pointwise: tokens the judge may write")
     yes_words: list[str] = option(["Yes", "yes"], "reference mode: verdict words for yes (first tokens)")
@@ -122,7 +124,8 @@ class JudgeScorer(CausalLMScorer):
             try:
                 template.format(**{f: "" for f in fields})
             except (KeyError, IndexError, ValueError) as exc:
-                raise ConfigError(f"scorer {self.name!r}: {key} may use only {{{'}, {'.join(fields)}}}: {exc!r}") from None
+                raise ConfigError(
+                    f"scorer {self.name!r}: {key} may use only {{{'}, {'.join(fields)}}}: {exc!r}") from None
             for needed in fields[1:]:
                 if "{" + needed + "}" not in template and not (key == "extract_template" and needed == "reference"):
                     raise ConfigError(f"scorer {self.name!r}: {key} must contain {{{needed}}}")
@@ -152,7 +155,8 @@ class JudgeScorer(CausalLMScorer):
                    if cfg.reject_master_keys else [None] * len(items))
         for i, (item, reason) in enumerate(zip(items, reasons)):
             if reason is not None:
-                results[i] = Result(id=item.id, score=-1.0, details={"mode": mode, "verdict": "master_key", "why": reason})
+                results[i] = Result(id=item.id, score=-1.0,
+                                    details={"mode": mode, "verdict": "master_key", "why": reason})
             elif mode in ("pairwise", "reference") and not (item.reference or "").strip():
                 what = "a baseline response" if mode == "pairwise" else "the reference answer"
                 results[i] = Result.failed(item.id, ErrorCode.INVALID_ITEM,
@@ -214,7 +218,7 @@ class JudgeScorer(CausalLMScorer):
         head, rest = cfg.pairwise_template.split("{a}", 1)
         middle, tail = rest.split("{b}", 1)
 
-        def parts(prompt: str, first: str, second: str) -> list[int]:
+        def parts(prompt: str, first: str, second: str) -> list[list[int]]:
             user = (head.format(prompt=prompt) + MARK + first + middle.format(prompt=prompt) + MARK + second
                     + tail.format(prompt=prompt))
             return self.chat_parts(user)
@@ -247,9 +251,11 @@ class JudgeScorer(CausalLMScorer):
         for k, i in enumerate(built):
             item = items[i]
             first, second = logps[2 * k], logps[2 * k + 1]
-            bad = first if isinstance(first, BaseException) else second if isinstance(second, BaseException) else None
-            if bad is not None:
-                out[i] = failure(item.id, bad, f"scorer {self.name!r}")
+            if isinstance(first, BaseException):
+                out[i] = failure(item.id, first, f"scorer {self.name!r}")
+                continue
+            if isinstance(second, BaseException):
+                out[i] = failure(item.id, second, f"scorer {self.name!r}")
                 continue
             p_as_a = _share(first.candidates, len(a_ids))          # response shown as A
             p_as_b = 1.0 - _share(second.candidates, len(a_ids))   # response shown as B

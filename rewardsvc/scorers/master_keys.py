@@ -58,7 +58,8 @@ def _normalise(text: str) -> str:
 
 # One alternation, longest first, so "let's solve this problem step by step" wins over "solution".
 _OPENER_RE = re.compile(
-    r"(?:^|(?<=\s))(?:" + "|".join(re.escape(o) for o in sorted({_normalise(o) for o in OPENERS}, key=len, reverse=True))
+    r"(?:^|(?<=\s))(?:"
+    + "|".join(re.escape(o) for o in sorted({_normalise(o) for o in OPENERS}, key=len, reverse=True))
     + r")(?=\s|$)"
 )
 

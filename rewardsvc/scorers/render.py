@@ -171,7 +171,8 @@ def encode_conversation(tokenizer: Any, prompt: Text, response: Text, max_length
     if templated:
         # The template already wrote the special tokens it wants.
         ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-        prefix, suffix = _bos_prefix(tokenizer, ids), []
+        prefix = _bos_prefix(tokenizer, ids)
+        suffix: list[int] = []
         ids = ids[len(prefix) :]
     else:
         ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
@@ -291,7 +292,7 @@ def encode_steps_special(
     content = tag.join(steps) + tag
     prompt_messages = messages_of(prompt, "user")
     if system_prompt and not any(m.role == "system" for m in prompt_messages):
-        prompt_messages = [Message("system", system_prompt)] + prompt_messages
+        prompt_messages = [Message("system", system_prompt), *prompt_messages]
     text, templated = render_conversation(tokenizer, prompt_messages, [Message("assistant", content)])
     at = text.rfind(content)
     if at < 0:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import NoReturn, Protocol, TypeVar
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -31,6 +31,7 @@ from rewardsvc.v1 import reward_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Msg = TypeVar("Msg", bound=Message)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RewardService"].full_name
 
@@ -218,7 +219,7 @@ def _peer(context: object) -> str | None:
         return None
 
 
-def _parse(cls: type, data: bytes) -> object:
+def _parse(cls: type[Msg], data: bytes) -> Msg:
     msg = cls()
     msg.ParseFromString(data)
     return msg
@@ -231,8 +232,8 @@ def raw_handlers(servicer: RewardServicer) -> grpc.GenericRpcHandler:
 
     async def parse_request(data: bytes) -> pb.ScoreRequest:
         if len(data) > BIG_REQUEST_BYTES:
-            return await threads.off_loop(_parse, pb.ScoreRequest, data)  # type: ignore[return-value]
-        return _parse(pb.ScoreRequest, data)  # type: ignore[return-value]
+            return await threads.off_loop(_parse, pb.ScoreRequest, data)
+        return _parse(pb.ScoreRequest, data)
 
     async def score(data: bytes, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         try:

@@ -7,7 +7,7 @@ import math
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
@@ -39,7 +39,7 @@ class Metrics:
         self.latency = Histogram("rewardsvc_request_seconds", "Score request latency by scorer", ["scorer"],
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.registry.register(_ScorerGauges(service))
-        self._http = None
+        self._http: ThreadingWSGIServer | None = None
         # Reward health (server/reward_health.py): counters here, recent-window gauges at scrape time.
         self.health_windows = HealthWindows()
         self.reward_scores = Histogram("rewardsvc_reward_score", "Scores of scored items, by scorer", ["scorer"],
@@ -131,7 +131,7 @@ class _ScorerGauges(Collector):
 class _HealthAndWork(Collector):
     """Recent-window reward-health gauges and the dedupe / result-cache counters, read at scrape time."""
 
-    GAUGES = {
+    GAUGES: ClassVar[dict[str, str]] = {
         "flat_group_fraction": "Share of the last 1000 groups whose rewards were all equal",
         "all_zero_group_fraction": "Share of the last 1000 groups whose rewards were all zero",
         "item_error_fraction": "Share of the last 4096 items answered with an error",
@@ -143,7 +143,8 @@ class _HealthAndWork(Collector):
         self.windows = windows
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        gauges = {k: GaugeMetricFamily(f"rewardsvc_reward_{k}", doc, labels=["scorer"]) for k, doc in self.GAUGES.items()}
+        gauges = {k: GaugeMetricFamily(f"rewardsvc_reward_{k}", doc, labels=["scorer"])
+                  for k, doc in self.GAUGES.items()}
         for name in list(self.windows.groups.keys() | self.windows.items.keys()):
             for key, value in self.windows.gauges(name).items():
                 gauges[key].add_metric([name], value)

@@ -50,4 +50,4 @@ def build_command(settings: SandboxSettings, slot: Slot, ctl_fd: int, bpf_fd: in
             "--setenv", "LANG", "C.UTF-8"]
     if bpf_fd is not None:
         cmd += ["--seccomp", str(bpf_fd)]
-    return cmd + ["--", *args]
+    return [*cmd, "--", *args]

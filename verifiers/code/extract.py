@@ -157,12 +157,14 @@ def parse_reference(reference: str | None) -> ItemTests:
         for i, case in enumerate(cases):
             if not isinstance(case, dict) or not isinstance(case.get("output"), str) \
                     or not isinstance(case.get("input", ""), str) or set(case) - {"input", "output"}:
-                raise ValueError(f'reference "cases"[{i}] must be {{"input": "<stdin>", "output": "<expected stdout>"}}')
+                raise ValueError(
+                    f'reference "cases"[{i}] must be {{"input": "<stdin>", "output": "<expected stdout>"}}')
             spec.cases.append({"input": case.get("input", ""), "output": case["output"]})
     if "prompt" in data:
         statement = data["prompt"]
         if spec.style == "cases":
-            raise ValueError('reference "prompt" is for "test" and "asserts" tests (stdin/stdout cases call no helpers)')
+            raise ValueError(
+                'reference "prompt" is for "test" and "asserts" tests (stdin/stdout cases call no helpers)')
         if not isinstance(statement, str):
             raise ValueError('reference "prompt" must be the problem statement\'s Python source, as a string')
         spec.statement = statement

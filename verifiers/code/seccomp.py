@@ -17,6 +17,7 @@ each run stacks the strict one on top, so the program never gets those.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import tempfile
 
@@ -118,7 +119,6 @@ def build_filter_bpf(for_zygote: bool = False) -> bytes:
 
 
 def _add(flt, action, name: str) -> None:
-    try:
+    # Refused when `name` is not a syscall on this architecture / libseccomp version.
+    with contextlib.suppress(OSError, ValueError, RuntimeError):
         flt.add_rule(action, name)
-    except (OSError, ValueError, RuntimeError):
-        pass  # not a syscall on this architecture / libseccomp version

@@ -75,14 +75,14 @@ class Zygote:
         cmd = build_command(settings, slot, child_end.fileno(), bpf_fd, strict_fd, workdir)
         # The uid drop happens in the forked child before exec (no preexec_fn): root's capabilities
         # go with it, and RLIMIT_NPROC counts this slot's processes only.
-        drop = ({"user": slot.uid, "group": slot.uid, "extra_groups": []}
-                if settings.isolated and settings.drop_uid and slot.uid is not None else {})
+        uid = slot.uid if settings.isolated and settings.drop_uid else None
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, pass_fds=fds_to_close,
                                          env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
                                          cwd="/tmp" if settings.isolated else workdir,
-                                         start_new_session=not settings.isolated, **drop)
+                                         start_new_session=not settings.isolated,
+                                         user=uid, group=uid, extra_groups=None if uid is None else [])
         finally:
             child_end.close()
             for fd in fds_to_close[1:]:
@@ -219,7 +219,7 @@ class Zygote:
         baseline_ooms = 0
         if self.slot.cgroup is not None:
             baseline_ooms = self.slot.cgroup.start_run(cgroup_bytes(limits.memory_mb, limits.tmp_mb))
-        header = {"run": run_id, "tmp_mb": limits.tmp_mb}
+        header: dict[str, int | str] = {"run": run_id, "tmp_mb": limits.tmp_mb}
         if workdir:
             header["workdir"] = workdir
         t0 = time.perf_counter()

@@ -17,7 +17,7 @@ import sys
 
 import frames
 
-_UNARY = {
+_UNARY: dict = {
     "len": len, "bool": bool, "str": str, "repr": repr, "iter": iter, "int": int, "float": float,
     "index": _operator.index,
 }
@@ -161,7 +161,7 @@ class Runner:
 def _exception_reply(rid, exc: BaseException) -> bytes:
     try:
         bases = [c.__name__ for c in type(exc).__mro__ if c.__module__ == "builtins"]
-        names = [str(type.__dict__["__name__"].__get__(type(exc)))] + bases
+        names = [str(type.__dict__["__name__"].__get__(type(exc))), *bases]
     except BaseException:
         names = ["Exception"]
     try:

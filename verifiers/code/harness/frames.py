@@ -16,7 +16,7 @@ import time
 try:  # the C codec directly: `import json` pulls in re/enum and doubles the harness's startup
     import _json
 except ImportError:  # pragma: no cover - interpreters without the accelerator
-    _json = None
+    _json = None  # type: ignore[assignment]
 
 MAX_FRAME = 16 << 20
 MAX_DEPTH = 200
@@ -221,7 +221,8 @@ class Decoder:
     def __init__(self, resolve) -> None:
         hook = _decoder(resolve)
         if _json is not None:
-            self._scan = _json.make_scanner(_Context(hook))
+            # typeshed types the context as a make_scanner; anything with its attributes works.
+            self._scan = _json.make_scanner(_Context(hook))  # type: ignore[arg-type]
         else:  # pragma: no cover
             import json as _pyjson
 

@@ -65,9 +65,9 @@ def defines(code: str, name: str) -> bool:
             targets = node.targets if isinstance(node, _ast.Assign) else [node.target]
             if any(isinstance(t, _ast.Name) and t.id == name for t in targets):
                 return True
-        if isinstance(node, (_ast.Import, _ast.ImportFrom)):
-            if any((a.asname or a.name.split(".")[0]) == name for a in node.names):
-                return True
+        if isinstance(node, (_ast.Import, _ast.ImportFrom)) and any(
+                (a.asname or a.name.split(".")[0]) == name for a in node.names):
+            return True
     return False
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import _signal
 import builtins
 import os
+import resource
 import sys
 
 import frames
@@ -61,7 +62,7 @@ class Link:
         self.abort: HarnessAbort | None = None
         self.memory_error = False
         self.cpu_exhausted = False
-        self.rusage = None
+        self.rusage: resource.struct_rusage | None = None
         self.status: int | None = None
         self.last_id = 0
 
@@ -219,7 +220,9 @@ class Link:
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             cpu = self.rusage.ru_utime + self.rusage.ru_stime if self.rusage else 0.0
-            if sig == _signal.SIGXCPU or (sig == _signal.SIGKILL and self.cpu_limit_s and cpu >= self.cpu_limit_s - 0.05):
+            # A SIGKILL at the hard limit is the kernel's answer when SIGXCPU at the soft one didn't end it.
+            killed_at_limit = sig == _signal.SIGKILL and self.cpu_limit_s and cpu >= self.cpu_limit_s - 0.05
+            if sig == _signal.SIGXCPU or killed_at_limit:
                 self.cpu_exhausted = True
                 return f"the program used its CPU-time limit ({self.cpu_limit_s:.0f}s)"
             if sig == _signal.SIGXFSZ:

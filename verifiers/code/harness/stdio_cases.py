@@ -170,8 +170,8 @@ class CaseRunner:
             except OSError:
                 pass
         _, status, usage = os.wait4(pid, 0)
-        result = {"cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_kb": usage.ru_maxrss,
-                  "memory_error": b"MemoryError" in err_tail}
+        result: dict = {"cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_kb": usage.ru_maxrss,
+                        "memory_error": b"MemoryError" in err_tail}
         if abort is None and os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             if sig in (_signal.SIGXCPU, _signal.SIGKILL) and result["cpu_s"] >= _cpu_limit(self.p["limits"]) - 0.05:

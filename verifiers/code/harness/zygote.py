@@ -142,8 +142,8 @@ def _run_c(fds: list[int], tmp_bytes: int, bpf: bytes | None, isolated: bool, wo
 def main() -> None:
     ctl = socket.socket(fileno=int(sys.argv[1]))
     isolated = sys.argv[2] == "isolated"
-    with os.fdopen(int(sys.argv[3]), "rb") as f:
-        bpf = f.read() if isolated else None
+    with os.fdopen(int(sys.argv[3]), "rb") as stream:
+        bpf = stream.read() if isolated else None
     base_workdir = sys.argv[4]
     frames.limit_int_digits()
     for name in PRELOAD:
