@@ -1,12 +1,18 @@
 """One hostile client per attack family of issue 14, for bench/soak.py --hostile.
 
+    .venv/bin/python bench/hostile_clients.py --address 127.0.0.1:50051 --seconds 120
+
 Each client runs for a set time on its own connection (so the server's fair queues see it as its
-own caller) and counts its calls answered and refused. None of them needs to succeed: the point
-is what the honest callers beside them see.
+own caller) and counts its calls answered and refused; the counts are printed as one JSON line.
+None of them needs to succeed: the point is what the honest callers beside them see. soak.py runs
+this in a process of its own, so that building and parsing the hostile clients' huge messages
+does not stall the honest callers' (and the health probe's) event loop and get counted as the
+server's latency.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import time
@@ -133,3 +139,16 @@ async def run_hostile(address: str, seconds: float, families: list[str] | None =
     }
     await asyncio.gather(*(repeat(name, clients[name]) for name in families))
     return counts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--address", required=True, help="the server's gRPC address, host:port")
+    ap.add_argument("--seconds", type=float, default=120)
+    ap.add_argument("--families", nargs="+", choices=list(FAMILIES), help="only these (default: all)")
+    args = ap.parse_args()
+    print(json.dumps(asyncio.run(run_hostile(args.address, args.seconds, args.families))))
+
+
+if __name__ == "__main__":
+    main()

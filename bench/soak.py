@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import statistics
 import sys
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import write_section  # noqa: E402
-from hostile_clients import FAMILIES, HealthProbe, run_hostile  # noqa: E402
+from hostile_clients import FAMILIES, HealthProbe  # noqa: E402
 from support import ServerProcess  # noqa: E402
 
 from rewardsvc.client import AsyncRewardClient, RewardServiceCallError  # noqa: E402
@@ -120,8 +121,14 @@ async def soak_beside_hostile(address: str, pid: int, seconds: float, concurrenc
     counts: dict = {}
     async with probe:
         honest = asyncio.create_task(soak(address, pid, seconds, concurrency))
-        if hostile:
-            counts = await run_hostile(address, seconds)
+        if hostile:  # a process of its own: see bench/hostile_clients.py
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(Path(__file__).resolve().parent / "hostile_clients.py"), "--address", address,
+                "--seconds", str(seconds), stdout=asyncio.subprocess.PIPE)
+            out, _ = await proc.communicate()
+            if proc.returncode != 0:
+                raise SystemExit(f"hostile clients exited {proc.returncode}")
+            counts = json.loads(out.decode().strip().splitlines()[-1])
         stats, rss, elapsed = await honest
     return stats, rss, elapsed, probe.worst, counts
 
@@ -152,8 +159,9 @@ slowest health check {1000 * worst:.0f} ms (probed every 100 ms); server RSS at 
     families = "\n".join(f"- `{k}`: {v}" for k, v in FAMILIES.items())
     body = f"""{args.concurrency} honest callers (random scorer, batch of 1/4/8 demo samples per call) for
 {args.seconds:g} s alone, then {args.seconds:g} s beside one hostile client per attack family of issue 14, each
-on its own connection (so each is its own caller for fair queuing), on one server. Server alive at
-the end: {alive}.
+on its own connection (so each is its own caller for fair queuing) and all of them in a process of
+their own beside the soak's, on one server; the two client processes share the server's 2 cores.
+Server alive at the end: {alive}.
 
 {families}
 
