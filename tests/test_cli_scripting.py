@@ -126,6 +126,7 @@ def test_invalid_lines_keep_their_ids(math_server: ServerProcess) -> None:
     assert "colour" in out[2]["error"]["message"]
 
 
+@pytest.mark.slow  # loads a classifier in a subprocess: ~8 s
 def test_in_process_scoring_loads_only_the_scorer_asked_for_and_what_it_uses(tmp_path: Path) -> None:
     """A model scorer that can't load (as with REWARDSVC_SKIP_TRAINING=1) must not stop `score --scorer math`."""
     config = {"scorers": {

@@ -225,6 +225,7 @@ def test_config_keys_are_checked() -> None:
         CodeScorer("code", CodeConfig(sandbox_uid=7))
 
 
+@pytest.mark.slow  # waits out the harness backstop: ~3 s
 def test_tests_that_hang_the_harness_hit_the_parents_backstop(svc: InProcessService) -> None:
     ref = json.dumps({"test": "def check(candidate):\n    while True:\n        pass\n", "entry_point": "f",
                       "timeout_s": 1})
