@@ -55,13 +55,23 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
         self.log_items = log_items
         self.max_stream_responses = max_stream_responses
         self.ready = False
+        # Set by stop(): new requests are refused with UNAVAILABLE by the servicer itself while the
+        # accepted ones finish, so no call reaches gRPC's own shutdown, which cancels what it holds.
+        self.draining = False
+        self.in_flight = 0
 
     async def _score(self, request: pb.ScoreRequest, peer: str | None = None) -> pb.ScoreResponse:
+        if self.draining:
+            raise _NotReady(DRAINING)
         if not self.ready:
-            raise _NotReady()
+            raise _NotReady(LOADING)
         if peer is not None:  # the caller is the client's connection: queues take turns between them
-            with caller.acting_for(peer):
-                return await self._score(request)
+            self.in_flight += 1
+            try:
+                with caller.acting_for(peer):
+                    return await self._score(request)
+            finally:
+                self.in_flight -= 1
         t0 = time.perf_counter()
         code = "OK"
         errors: dict[str, int] = {}
@@ -115,8 +125,8 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
     async def Score(self, request: pb.ScoreRequest, context: CallContext) -> pb.ScoreResponse:
         try:
             return await self._score(request, _peer(context))
-        except _NotReady:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "server is still loading its scorers; retry shortly")
+        except _NotReady as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except RewardServiceError as exc:
             await context.abort(getattr(grpc.StatusCode, exc.grpc_code), str(exc))
         raise AssertionError("unreachable")
@@ -136,8 +146,8 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
         async def one(request: pb.ScoreRequest) -> None:
             try:
                 response = await self._score(request, peer)
-            except _NotReady:
-                response = _request_error(request, "UNAVAILABLE", "server is still loading its scorers; retry shortly")
+            except _NotReady as exc:
+                response = _request_error(request, "UNAVAILABLE", str(exc))
             except RewardServiceError as exc:
                 response = _request_error(request, exc.grpc_code, str(exc))
             except Exception as exc:  # a bug must not leave the request unanswered
@@ -188,7 +198,11 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
 
 
 class _NotReady(Exception):
-    pass
+    """UNAVAILABLE with this message: the server can't take the request now (loading or draining)."""
+
+
+LOADING = "server is still loading its scorers; retry shortly"
+DRAINING = "server is shutting down (draining in-flight calls); retry on another server or after its restart"
 
 
 #: Requests with more items than this are converted (protobuf <-> types) on a thread: ~10-30 us of
@@ -347,9 +361,14 @@ class RewardServer:
         """Health NOT_SERVING, refuse new calls, let in-flight calls finish within the grace."""
         grace = self.config.server.shutdown_grace_s if grace_s is None else grace_s
         await self.health.enter_graceful_shutdown()
+        self.servicer.draining = True
         http_drained = asyncio.create_task(self.http.stop()) if self.http is not None else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.servicer.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
         if self._server is not None:
-            await self._server.stop(grace)
+            await self._server.stop(max(0.0, deadline - loop.time()))
         if http_drained is not None:
             await http_drained
         await self.service.close()
