@@ -165,6 +165,13 @@ Server alive at the end: {alive}.
 
 {families}
 
+Reading: the honest callers share one client, so one connection: to the server's fair queues they are one
+caller among eight beside the hostile clients, and get a caller's turn at the workers, sandbox slots and
+the text-work thread, not the machine; the hostile clients' CPU (1 MB texts scanned, 5,000-item requests
+decoded) comes out of the same 2 cores. What must hold is no honest errors, no crash and bounded memory;
+the health checks here run beside all seven families at once (one item at the size limit alone: under
+100 ms, tests/test_hostile_server.py).
+
 """ + "\n\n".join(parts)
     print(body)
     write_section("Soak with hostile clients (soak.py --hostile)",
