@@ -186,7 +186,7 @@ def main() -> None:
     args = p.parse_args()
     # Rows of earlier runs are kept, so `--only` refreshes some runs without dropping the others.
     cache = OUT / "rows.json"
-    rows: dict[str, str] = json.loads(cache.read_text()) if cache.exists() else {}
+    rows: dict[str, str] = json.loads(cache.read_text()) if cache.exists() else rows_in_results(table)
     for name, make in table.items():
         if args.only and name not in args.only:
             continue
@@ -212,13 +212,30 @@ def main() -> None:
         own = json.loads(trained.read_text()).get("eval_accuracy")
         notes.append(f"- The trainer's own held-out accuracy for cache:default-rm (its first 300 held-out pairs): "
                      f"{own:.3f}; `rm-pairs-hh-first300` scores the same pairs through the eval path.")
-    notes.append("- Item errors count as wrong answers in the headline numbers (PRM: solutions longer than "
-                 "the encoder's 512 tokens get INVALID_ITEM); report.json also has the numbers over scored items only.")
+    notes.append("- Item errors count as wrong answers in the headline numbers; report.json also has the numbers "
+                 "over scored items only. The PRM scores solutions longer than its encoder's 512 tokens in "
+                 "step-preserving windows (none rejected for length; before, 36 of these 142 were).")
+    if args.only:
+        notes.append(f"- Rows other than {', '.join(args.only)} are from earlier runs (their commit and load: "
+                     "the git history of this file).")
     body = ("Full-size runs of `rewardsvc eval` (in-process, each scorer's own config); reports with "
             "tables and plots in `reports/eval/NAME/`.\n\n| run | items | item errors | time (s) | numbers |\n"
             "|---|---|---|---|---|\n" + "\n".join(rows[n] for n in table if n in rows) + "\n\n" + "\n".join(notes))
     cmd = "python bench/eval_runs.py  (or --only NAME ...: rows of other runs are from earlier runs)"
     write_section("Evaluation runs", cmd, body)
+
+
+def rows_in_results(table: dict) -> dict[str, str]:
+    """The rows this section of bench/RESULTS.md holds now (a fresh checkout has no reports/eval/rows.json)."""
+    path = Path(__file__).resolve().parent / "RESULTS.md"
+    text = path.read_text() if path.exists() else ""
+    section = text.split("## Evaluation runs", 1)[1].split("\n## ", 1)[0] if "## Evaluation runs" in text else ""
+    rows = {}
+    for line in section.splitlines():
+        name = line.split("|")[1].strip() if line.startswith("| ") else ""
+        if name in table:
+            rows[name] = line
+    return rows
 
 
 if __name__ == "__main__":
