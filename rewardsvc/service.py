@@ -22,7 +22,8 @@ from rewardsvc.dataclass_dict import from_dict
 from rewardsvc.errors import InvalidOptionsError, LimitExceededError, RewardServiceError, UnknownScorerError, quote
 from rewardsvc.registry import dependency_order, scorer_class, scorer_infos
 from rewardsvc.scorers.base import Scorer
-from rewardsvc.scorers.dedupe import OFF_LOOP_CHARS, OFF_LOOP_ITEMS, ResultCache, WorkStats, score_unique
+from rewardsvc.scorers.dedupe import ResultCache, WorkStats, score_unique
+from rewardsvc.scorers.offload import small_request
 from rewardsvc.types import ErrorCode, Item, Result
 
 log = logging.getLogger(__name__)
@@ -186,9 +187,7 @@ class ScoringService:
 
         # Checks read the text (the code scorer parses its tests): a large request is checked off
         # the event loop, so it can't stall the other calls (health checks included).
-        chars = sum(len(it.response_text) + len(it.reference or "") for it in items)
-        big = len(items) > OFF_LOOP_ITEMS or chars > OFF_LOOP_CHARS
-        results = await threads.off_loop(check_all) if big else check_all()
+        results = check_all() if small_request(items) else await threads.off_loop(check_all)
         todo = [i for i, r in enumerate(results) if r is None]
         waited_ns = 0
         work = WorkStats()

@@ -39,7 +39,7 @@ LAYERS: dict[str, tuple[set[str], set[str]]] = {
     # The `ray:` section's dataclasses (no Ray import) are validated with the rest of the config.
     "rewardsvc.config": ({"rewardsvc.registry", "rewardsvc.rayserve.options"}, HEAVY | GRPC),
     "rewardsvc.service": ({"rewardsvc.config", "rewardsvc.registry", "rewardsvc.scorers.base",
-                           "rewardsvc.scorers.dedupe"}, HEAVY | GRPC),
+                           "rewardsvc.scorers.dedupe", "rewardsvc.scorers.offload"}, HEAVY | GRPC),
     "rewardsvc.v1": (set(), HEAVY),
     "rewardsvc.messages": ({"rewardsvc.v1"}, HEAVY),
     "rewardsvc.server": ({"rewardsvc.config", "rewardsvc.service", "rewardsvc.messages", "rewardsvc.v1"}, HEAVY),

@@ -23,12 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rewardsvc.scorers.base import Scorer
-from rewardsvc.scorers.offload import off_loop
+from rewardsvc.scorers.offload import text_work
 from rewardsvc.types import Item, Result
-
-OFF_LOOP_CHARS = 64 << 10
-# ... or past this many items: per-item Python work adds up (8,000 items held the loop ~0.2 s).
-OFF_LOOP_ITEMS = 256
 
 
 @dataclass
@@ -115,10 +111,7 @@ async def score_unique(scorer: Scorer, items: Sequence[Item], options: Any, dedu
         return await scorer.score(items, options), stats
     # Keys read the items' text (the math scorer extracts answers): past a few pages, off the event
     # loop, so one large request can't stall the others.
-    if len(items) > OFF_LOOP_ITEMS or sum(len(it.response_text) for it in items) > OFF_LOOP_CHARS:
-        keys = await off_loop(_keys, scorer, items, options)
-    else:
-        keys = _keys(scorer, items, options)
+    keys = await text_work(items, _keys, scorer, items, options)
     if all(k is None for k in keys):
         return await scorer.score(items, options), stats
     prefix = (scorer.name, config_version(scorer), options_key(options)) if use_cache else None
