@@ -6,14 +6,18 @@ their routes, the bearer token, the item limit and the shared metrics. One real 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import random
 import re
+import time
 import urllib.error
 import urllib.request
 
 import aiohttp
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from readme_snippets import trainer_snippet
 from support import ServerProcess
 from trainer_sources import trainer_source
@@ -146,3 +150,32 @@ def test_limits_and_metrics_are_the_grpc_ports(server) -> None:
     metrics = urllib.request.urlopen(req, timeout=10).read().decode()
     assert re.search(r'rewardsvc_requests_total\{(code="RESOURCE_EXHAUSTED",scorer="math"|scorer="math",'
                      r'code="RESOURCE_EXHAUSTED")\} [1-9]', metrics), metrics[:2000]
+
+
+def test_the_red_teams_text_families_and_log_forgery_through_the_http_door(server) -> None:
+    """Issue 14's families sent as JSON instead of protobuf: 1 MB of unclosed \\boxed{ in a response and
+    in a reference beside an honest item, under a request id that forges a log line. Each item gets its
+    own answer, the gRPC health check answers all the while, and no log line is forged."""
+    base = http_base(server)
+    flood = "\\boxed{" * 140_000
+    items = [{"id": "response-flood", "response": flood, "reference": "1"},
+             {"id": "reference-flood", "response": "\\boxed{1}", "reference": flood},
+             {"id": "honest", "response": "\\boxed{1}", "reference": "1"}]
+    forged = "innocent\n2026-01-01 00:00:00,000 ERROR rewardsvc.security: FORGED LINE"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool, grpc.insecure_channel(server.address) as ch:
+        call = pool.submit(post, base + "/v1/score", {"scorer": "math", "items": items, "request_id": forged})
+        health = health_pb2_grpc.HealthStub(ch)
+        checks = 0
+        while not call.done():
+            status = health.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+            checks += 1
+            time.sleep(0.02)
+        code, body = call.result()
+    assert code == 200 and checks >= 1
+    scores = {r["id"]: r["score"] for r in body["results"]}
+    assert scores == {"response-flood": 0.0, "reference-flood": 0.0, "honest": 1.0}, body["results"]
+    time.sleep(0.5)  # the server's log line for the request
+    assert not any(line.startswith("2026-01-01") for line in server.output)
+    assert any("request_id=innocent\\n2026" in line for line in server.output)
+
