@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from support import ServerProcess
 
+import rewardsvc  # noqa: F401  (first: it turns gRPC's fork handlers off before any test imports grpc)
+
 DATA = Path(__file__).parent / "data"
 
 # Under xdist (`make test`: a worker per core) torch gets one thread per worker, and so do the servers
