@@ -58,3 +58,42 @@ def test_reference_forms() -> None:
 def test_the_whitespace_table_is_what_str_isspace_calls_whitespace() -> None:
     # The span scan skips whitespace with a lookup table; it must agree with re's \\s on every code point.
     assert set(WHITESPACE) == {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
+
+
+def _every_number_scan(text: str) -> tuple[int, int] | None:
+    """The definition last_number_span implements from the end: the last match of a scan of the tail."""
+    from rewardsvc.verifiers.math import extract
+
+    matches = list(extract._NUMBER.finditer(text, max(0, len(text) - extract._NUMBER_TAIL)))
+    return matches[-1].span() if matches else None
+
+
+def _every_position_answer_is(text: str) -> tuple[int, int] | None:
+    """The definition answer_is_span implements with a casefold() pre-check."""
+    from rewardsvc.verifiers.math import extract
+
+    matches = list(extract._ANSWER_IS.finditer(text, max(0, len(text) - extract._ANSWER_IS_TAIL)))
+    if not matches:
+        return None
+    return extract._strip(text, extract._strip(text, matches[-1].span(1)), "$ ", ".")
+
+
+def test_fast_scans_find_what_a_scan_of_every_position_finds() -> None:
+    import random
+
+    from conftest import DATA, read_jsonl
+    from rewardsvc.verifiers.math.extract import answer_is_span, last_number_span
+
+    rng = random.Random(0)
+    # Digits, the characters numbers are made of, Unicode digits, the long s IGNORECASE reads as "s".
+    alphabet = "0123456789-.,/ a\n\tx٣१ſANSWERanswer:is=$"
+    texts = [row["answer"] for row in read_jsonl(DATA / "math" / "gsm8k-test-60.jsonl")]
+    texts += [row["solution"] for row in read_jsonl(DATA / "math" / "math500-test-60.jsonl")]
+    for _ in range(6000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 3, 10, 40, 2100, 4100])))
+        if rng.random() < 0.2:
+            text += rng.choice([" the answer is ", "Final ANſWER: ", " answer = "]) + text[:20]
+        texts.append(text)
+    for text in texts:
+        assert last_number_span(text) == _every_number_scan(text), repr(text[-200:])
+        assert answer_is_span(text) == _every_position_answer_is(text), repr(text[-200:])

@@ -20,6 +20,8 @@ _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 # No two neighbouring parts can match the same text, so a failing attempt backtracks over each
 # character once (`\s*[:\s]*` here made a run of newlines quadratic).
 _ANSWER_IS = re.compile(r"(?:final answer|the answer|answer)\s*(?:is|:|=)[:\s]*(.+?)(?:\.\s|\.$|\n|$)", re.IGNORECASE)
+_DIGIT = re.compile(r"\d")
+_RUN = re.compile(r"[\d,./-]*")  # the characters _NUMBER's matches are made of
 _ANSWER_IS_TAIL = 4000  # "the answer is" and the last number are looked for near the end only
 _NUMBER_TAIL = 2000
 
@@ -65,7 +67,13 @@ def hash_span(text: str) -> Span | None:
 
 def answer_is_span(text: str) -> Span | None:
     """'The answer is X' / 'Final answer: X' (the last such phrase)."""
-    matches = list(_ANSWER_IS.finditer(text, max(0, len(text) - _ANSWER_IS_TAIL)))
+    start = max(0, len(text) - _ANSWER_IS_TAIL)
+    # Every match holds "answer" as IGNORECASE reads it; casefold() maps each character IGNORECASE
+    # equates with a letter of it (the long s too) to that letter. Most responses say no "answer":
+    # one C pass instead of trying the pattern at every position.
+    if "answer" not in text[start:].casefold():
+        return None
+    matches = list(_ANSWER_IS.finditer(text, start))
     if not matches:
         return None
     span = _strip(text, matches[-1].span(1))
@@ -73,8 +81,25 @@ def answer_is_span(text: str) -> Span | None:
 
 
 def last_number_span(text: str) -> Span | None:
-    matches = list(_NUMBER.finditer(text, max(0, len(text) - _NUMBER_TAIL)))
+    start = max(0, len(text) - _NUMBER_TAIL)
+    # Every match of _NUMBER holds a digit and lies inside one run of the characters it is made of,
+    # and matching inside a run does not depend on the text before it: so the last match is the
+    # last one in the run around the last digit. That run is found from the end (a reversed copy,
+    # in C) instead of trying the pattern at every position of the tail.
+    back = text[start:][::-1]
+    digit = _DIGIT.search(back)
+    if digit is None:
+        return None
+    run_start = start + len(back) - _run_end(back, digit.start())
+    run_end = _run_end(text, start + len(back) - 1 - digit.start())
+    matches = list(_NUMBER.finditer(text, run_start, run_end))
     return matches[-1].span() if matches else None
+
+
+def _run_end(text: str, pos: int) -> int:
+    match = _RUN.match(text, pos)
+    assert match is not None  # `*`: it matches the empty string too
+    return match.end()
 
 
 _SPANS = {"boxed": boxed_span, "hash": hash_span, "answer_is": answer_is_span, "last_number": last_number_span}
@@ -139,6 +164,7 @@ class _Scan:
     server for seconds)."""
 
     def __init__(self, text: str) -> None:
+        self.text = text
         self.codes = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
         self.n = len(self.codes)
         step = (self.codes == ord("{")).astype(np.int32)
@@ -149,13 +175,12 @@ class _Scan:
 
     def starts(self, needle: str) -> np.ndarray:
         """Start of every occurrence of `needle` (which can't overlap itself)."""
-        span = self.n - len(needle) + 1
-        if span <= 0:
-            return np.zeros(0, dtype=np.intp)
-        hit = self.codes[:span] == ord(needle[0])
-        for k, ch in enumerate(needle[1:], 1):
-            hit &= self.codes[k : k + span] == ord(ch)
-        return np.flatnonzero(hit)
+        # str.find in C: a handful of calls for a handful of boxes, and linear for a flood.
+        found, k = [], self.text.find(needle)
+        while k != -1:
+            found.append(k)
+            k = self.text.find(needle, k + len(needle))
+        return np.array(found, dtype=np.intp)
 
     def closes(self, opens: np.ndarray) -> np.ndarray:
         """For each '{' position in `opens`: does it ever close?"""
@@ -173,7 +198,11 @@ class _Scan:
         """For each position (and len(text)), the first position at or after it that is not
         whitespace as `re`'s \\s means it (len(text) if none)."""
         index = np.arange(self.n + 1, dtype=np.intp)
-        index[:-1][np.isin(self.codes, _WHITESPACE_CODES)] = self.n
+        # A table lookup, not np.isin (which sorts): this was most of the extractor's time on short texts.
+        low = self.codes < len(_IS_WHITESPACE)
+        space = np.zeros(self.n, dtype=bool)
+        space[low] = _IS_WHITESPACE[self.codes[low]]
+        index[:-1][space] = self.n
         return np.minimum.accumulate(index[::-1])[::-1]
 
 
@@ -181,4 +210,5 @@ class _Scan:
 #: tests/test_math_extract.py checks it against str.isspace.
 WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
               "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
-_WHITESPACE_CODES = np.array([ord(c) for c in WHITESPACE], dtype=np.uint32)
+_IS_WHITESPACE = np.zeros(max(map(ord, WHITESPACE)) + 1, dtype=bool)
+_IS_WHITESPACE[[ord(c) for c in WHITESPACE]] = True
