@@ -71,29 +71,53 @@ def item_from_pb(msg: pb.Item) -> Item:
     )
 
 
-def _jsonable(value: Any) -> Any:
-    """Make details fit google.protobuf.Struct: JSON types only, finite numbers, valid UTF-8."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, (int, float)):
-        f = float(value)
-        return f if math.isfinite(f) else str(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, str):
-        # Lone surrogates are not valid UTF-8 and would fail protobuf serialisation.
-        return value.encode("utf-8", "replace").decode("utf-8")
-    return str(value)
+def _text(value: str) -> str:
+    # Lone surrogates are not valid UTF-8 and would fail protobuf serialisation.
+    return value if value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
+
+
+def _set_value(out: struct_pb2.Value, value: Any) -> None:
+    """Write `value` into a google.protobuf.Value as JSON would carry it: JSON types only, finite
+    numbers (others as their text), valid UTF-8, anything else as str(). Struct.update does the same
+    walk in Python a layer up: this was most of a response's conversion time."""
+    if value is None:
+        out.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(value, bool):
+        out.bool_value = value
+    elif isinstance(value, (int, float)):
+        try:
+            f = float(value)
+        except OverflowError:  # an int past a double's range
+            f = math.inf
+        if math.isfinite(f):
+            out.number_value = f
+        else:
+            out.string_value = str(value)
+    elif isinstance(value, str):
+        out.string_value = _text(value)
+    elif isinstance(value, dict):
+        _fill(out.struct_value, value)
+    elif isinstance(value, (list, tuple)):
+        items = out.list_value
+        items.SetInParent()
+        for v in value:
+            _set_value(items.values.add(), v)
+    elif isinstance(value, bytes):
+        out.string_value = value.decode("utf-8", "replace")
+    else:
+        out.string_value = _text(str(value))
+
+
+def _fill(out: struct_pb2.Struct, data: dict[Any, Any]) -> None:
+    out.SetInParent()
+    for k, v in data.items():
+        _set_value(out.fields[_text(str(k))], v)
 
 
 def dict_to_struct(data: dict[str, Any]) -> struct_pb2.Struct:
     s = struct_pb2.Struct()
     if data:
-        s.update(_jsonable(data))
+        _fill(s, data)
     return s
 
 
@@ -103,15 +127,11 @@ def struct_to_dict(s: struct_pb2.Struct) -> dict[str, Any]:
 
 def result_to_pb(result: Result) -> pb.Result:
     score = result.score if math.isfinite(result.score) else 0.0
-    msg = pb.Result(
-        id=_jsonable(result.id),
-        score=score,
-        step_scores=[float(x) for x in result.step_scores],
-        details=dict_to_struct(result.details),
-    )
+    msg = pb.Result(id=_text(result.id), score=score, step_scores=[float(x) for x in result.step_scores])
+    _fill(msg.details, result.details)  # in place: a Struct passed to the constructor is copied
     if result.error is not None:
         msg.error.code = _CODE_TO_PB[result.error.code]
-        msg.error.message = _jsonable(result.error.message)
+        msg.error.message = _text(result.error.message)
     return msg
 
 

@@ -69,10 +69,18 @@ class ResultCache:
             self.evictions += 1
 
 
+_FLAT = (str, int, float, bool, type(None))
+
+
 def copy_result(result: Result, item_id: str) -> Result:
     """An independent copy (callers and composites update `details` in place)."""
+    details = result.details
+    # Most details are flat (verdicts, answers, probabilities): a dict copy is as independent as a
+    # deep one there, at a fraction of deepcopy's cost per copied item.
+    flat = all(isinstance(v, _FLAT) for v in details.values())
     return Result(id=item_id, score=result.score, step_scores=list(result.step_scores),
-                  details=copy.deepcopy(result.details), error=copy.deepcopy(result.error))
+                  details=dict(details) if flat else copy.deepcopy(details),
+                  error=None if result.error is None else copy.copy(result.error))
 
 
 def options_key(options: Any) -> str:
