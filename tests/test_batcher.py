@@ -194,3 +194,24 @@ def test_queue_wait_is_noted_on_the_callers_request_clock() -> None:
     first, second = run(go())
     assert second > first  # it queued behind a whole batch
     assert second >= 40_000_000  # at least the 50 ms the first batch was held (a lower bound, not a timing)
+
+
+@pytest.mark.parametrize("fill", ["max_batch_size", "max_batch_tokens"])
+def test_a_batch_that_fills_goes_without_sitting_out_the_wait(fill: str) -> None:
+    # A 10-minute window: the callers arrive one by one, and the batch goes when the fourth makes it
+    # full (by count or by tokens). Before, the loop slept the whole window from the first arrival.
+    rec = Recorder()
+    limits = {"max_batch_size": 4} if fill == "max_batch_size" else {"max_batch_tokens": 40}
+
+    async def go() -> list[int]:
+        b = DynamicBatcher(rec, BatcherConfig(max_wait_ms=600_000, **limits))
+        futures = []
+        for i in range(4):
+            futures.append(b.submit(i, 10))
+            await asyncio.sleep(0)  # the loop looks at the queue between arrivals
+        out = await asyncio.wait_for(asyncio.gather(*futures), 60)
+        await b.close()
+        return out
+
+    assert run(go()) == [0, 2, 4, 6]
+    assert rec.batches == [[0, 1, 2, 3]]

@@ -56,6 +56,10 @@ def svc(tmp_path_factory):
     for stanza in scorers.values():
         # No padding bound: batches mix lengths, which is what the batched == single checks exercise.
         stanza["batching"] = {"min_fill_ratio": 0.0}
+    # Waits for four items however long the callers' text work takes: on a loaded machine the four
+    # calls below reached judge_right's 5 ms window in two batches.
+    scorers["judge_four"] = {"type": "judge", "padding_side": "right",
+                             "batching": {"min_fill_ratio": 0.0, "max_batch_size": 4, "max_wait_ms": 600_000}}
     s = Service({"scorers": scorers})
     yield s
     s.close()
@@ -109,12 +113,12 @@ def test_batched_equals_single_with_left_and_right_padding(svc, scorer, options)
 
 
 def test_concurrent_calls_share_forward_passes(svc):
-    scorer = svc.service.get("judge_right")
+    scorer = svc.service.get("judge_four")
     items = _items()
     before = scorer.logprob_batcher.stats.batches
 
     async def four_callers():
-        return await asyncio.gather(*(svc.service.score("judge_right", [it]) for it in items))
+        return await asyncio.gather(*(svc.service.score("judge_four", [it]) for it in items))
 
     together = [r[0] for r in svc.run(four_callers())]
     assert scorer.logprob_batcher.stats.batches - before == 1  # one forward pass for four requests

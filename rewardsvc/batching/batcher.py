@@ -196,18 +196,28 @@ class DynamicBatcher(Generic[P, R]):
         batch.sort(key=lambda e: e.cost)
         return batch
 
+    async def _gather_company(self) -> None:
+        """Give concurrent callers up to max_wait_ms to join the oldest entry, and no longer than it
+        takes them to fill a batch (a full batch used to sit out the rest of the wait)."""
+        budget = self.config.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS
+        while self._queue:
+            oldest = min(e.enqueued for e in self._queue)
+            wait = self.config.max_wait_ms / 1000 - (time.perf_counter() - oldest)
+            full = len(self._queue) >= self.config.max_batch_size or sum(e.cost for e in self._queue) >= budget
+            if wait <= 0 or full:
+                return
+            self._wakeup.clear()  # submit() sets it: look again at each arrival
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), wait)
+            except asyncio.TimeoutError:
+                return
+
     async def _run(self) -> None:
         while True:
             if not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            # Give concurrent callers a moment to join, unless a full batch is already waiting.
-            oldest = min((e.enqueued for e in self._queue), default=time.perf_counter())
-            wait = self.config.max_wait_ms / 1000 - (time.perf_counter() - oldest)
-            queued_tokens = sum(e.cost for e in self._queue)
-            budget = self.config.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS
-            if wait > 0 and len(self._queue) < self.config.max_batch_size and queued_tokens < budget:
-                await asyncio.sleep(wait)
+            await self._gather_company()
             batch = self._take_batch()
             if not batch:
                 continue
