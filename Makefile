@@ -42,7 +42,9 @@ demo: install
 # A worker per core (pytest-xdist); each test file stays on one worker, so module fixtures (shared
 # servers, loaded models, training runs) are made once, and tests/conftest.py starts the files with the
 # most slow tests first. pytest's exit 5 (no tests collected) fails the target.
-PYTEST := $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
+# PYTHONDONTWRITEBYTECODE is set on the development and CI machines; unset here, so pytest keeps its rewritten
+# test modules and the ~100 servers and CLIs the suite starts import compiled code (collection: 18.6 -> 10.7 s).
+PYTEST := PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder
 define run_pytest
 	$(PYTEST) $(1) $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
