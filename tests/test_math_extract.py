@@ -89,8 +89,8 @@ def test_fast_scans_find_what_a_scan_of_every_position_finds() -> None:
     alphabet = "0123456789-.,/ a\n\tx٣१ſANSWERanswer:is=$"
     texts = [row["answer"] for row in read_jsonl(DATA / "math" / "gsm8k-test-60.jsonl")]
     texts += [row["solution"] for row in read_jsonl(DATA / "math" / "math500-test-60.jsonl")]
-    for _ in range(6000):
-        text = "".join(rng.choice(alphabet) for _ in range(rng.choice([0, 1, 3, 10, 40, 2100, 4100])))
+    for _ in range(4000):
+        text = "".join(rng.choices(alphabet, k=rng.choice([0, 1, 3, 10, 40, 2100, 4100])))
         if rng.random() < 0.2:
             text += rng.choice([" the answer is ", "Final ANſWER: ", " answer = "]) + text[:20]
         texts.append(text)
