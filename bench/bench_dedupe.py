@@ -134,10 +134,10 @@ def repeat_cost(groups: list[list[Item]], pairs: int = 100) -> tuple[float, floa
     return statistics.median(first), statistics.median(again)
 
 
-def speedup(times: dict[tuple[str, str], list[float]], cache: str) -> str:
+def speedup(times: dict[tuple[str, str], list[float]], run: str) -> str:
     """Median (range) of the rounds' ratios: each round's two servers ran back to back, so the ratio
     within a round is the paired measure; the machine's state moves between rounds."""
-    ratios = [b / d for b, d in zip(times["baseline", cache], times["dedupe", cache], strict=True)]
+    ratios = [b / d for b, d in zip(times["baseline", run], times["dedupe", run], strict=True)]
     return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
@@ -185,21 +185,21 @@ def main() -> None:
             for mode in ("baseline", "dedupe") if r % 2 == 0 else ("dedupe", "baseline"):
                 with ServerProcess({"server": {"dedupe": mode == "dedupe"}, "scorers": {"math": math}}) as srv:
                     run_load(srv.address, before)
-                    for cache in ("cold", "warm"):
-                        t, results[mode, cache], got, _ = run_load(srv.address, batches)
-                        times.setdefault((mode, cache), []).append(t)
+                    for run in ("new", "again"):
+                        t, results[mode, run], got, _ = run_load(srv.address, batches)
+                        times.setdefault((mode, run), []).append(t)
                         saved = got if mode == "dedupe" else saved
-            for cache in ("cold", "warm"):
+            for run in ("new", "again"):
                 same = same and all(
                     a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
-                    for a, b in zip(results["baseline", cache], results["dedupe", cache], strict=True))
-        answers = iter(messages.result_from_pb(r).details.get("extracted_answer") for r in results["dedupe", "cold"])
+                    for a, b in zip(results["baseline", run], results["dedupe", run], strict=True))
+        answers = iter(messages.result_from_pb(r).details.get("extracted_answer") for r in results["dedupe", "new"])
         distinct = statistics.mean(len({next(answers) for _ in g}) for g in groups)
         rate = {k: n / min(v) for k, v in times.items()}
 
-        lines.append(f"| {name} | {n} | {distinct:.2f} | {rate['baseline', 'cold']:.0f} | {rate['dedupe', 'cold']:.0f} "
-                     f"| **{speedup(times, 'cold')}** | {rate['baseline', 'warm']:.0f} | {rate['dedupe', 'warm']:.0f} "
-                     f"| {speedup(times, 'warm')} | {saved} ({saved / n:.0%}) | {'yes' if same else 'NO'} |")
+        lines.append(f"| {name} | {n} | {distinct:.2f} | {rate['baseline', 'new']:.0f} | {rate['dedupe', 'new']:.0f} "
+                     f"| **{speedup(times, 'new')}** | {rate['baseline', 'again']:.0f} | {rate['dedupe', 'again']:.0f} "
+                     f"| {speedup(times, 'again')} | {saved} ({saved / n:.0%}) | {'yes' if same else 'NO'} |")
         print(lines[-1], flush=True)
     cache_groups = loads["gsm8k-resampled"][: args.cache_groups]
     with ServerProcess({"server": {"result_cache_items": 100_000}, "scorers": {"math": math}}) as srv:
