@@ -141,3 +141,23 @@ def test_a_math_timeout_is_not_cached() -> None:
                 (ok,), t_fast = await svc.score_timed("math", fast)
             assert ok.details["verdict"] == "correct" and t_fast.cache_hits == 1
     _run(go())
+
+
+def test_the_math_extraction_memo_is_bounded_and_skips_long_texts() -> None:
+    # The dedupe key and the check of each distinct item extract the same answer: the memo keeps the
+    # last MEMO_ITEMS short responses' answers, never a long response (its text would be what it holds).
+    from rewardsvc.scorers import math as math_scorer
+    from rewardsvc.verifiers.math.extract import EXTRACTORS, extract_answer
+
+    memo = math_scorer._extract_memo
+    memo.cache_clear()
+    order = list(EXTRACTORS)
+    long_text = "x " * math_scorer.MEMO_CHARS + "so the answer is 12"
+    assert math_scorer._extract(long_text, order) == extract_answer(long_text, order) == ("12", "answer_is")
+    assert memo.cache_info().currsize == 0
+    for n in range(math_scorer.MEMO_ITEMS + 10):
+        assert math_scorer._extract(f"{n} apples #### {n}", order) == (str(n), "hash")
+    assert memo.cache_info().currsize == memo.cache_info().maxsize == math_scorer.MEMO_ITEMS
+    recent = math_scorer.MEMO_ITEMS + 5
+    assert math_scorer._extract(f"{recent} apples #### {recent}", order) == (str(recent), "hash")
+    assert memo.cache_info().hits == 1

@@ -38,3 +38,18 @@ def test_a_non_finite_score_an_error_and_empty_details() -> None:
     assert msg.score == 0.0 and msg.HasField("details") and not msg.details.fields
     back = messages.result_from_pb(msg)
     assert back.error == ItemError(ErrorCode.TIMEOUT, "late ?") and back.id == "x?"
+
+
+def test_items_round_trip_in_both_text_forms() -> None:
+    from rewardsvc.types import Item, Message
+
+    items = [
+        Item(id="t", prompt="2+2?", response="4", reference="4", steps=["a", "b"], group_id="g",
+             metadata={"data_source": "gsm8k"}),
+        Item(id="c", prompt=[Message("system", "be brief"), Message("user", "hi")],
+             response=[Message("assistant", "hello")]),
+        Item(id="empty"),
+        Item(id="blank reference", reference="", group_id=""),  # set but empty stays set, not None
+    ]
+    for item in items:
+        assert messages.item_from_pb(messages.item_to_pb(item)) == item

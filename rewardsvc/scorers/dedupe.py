@@ -69,7 +69,7 @@ class ResultCache:
             self.evictions += 1
 
 
-_FLAT = (str, int, float, bool, type(None))
+_FLAT = frozenset((str, int, float, bool, type(None)))  # exact types: a subclass may hold state
 
 
 def copy_result(result: Result, item_id: str) -> Result:
@@ -77,7 +77,7 @@ def copy_result(result: Result, item_id: str) -> Result:
     details = result.details
     # Most details are flat (verdicts, answers, probabilities): a dict copy is as independent as a
     # deep one there, at a fraction of deepcopy's cost per copied item.
-    flat = all(isinstance(v, _FLAT) for v in details.values())
+    flat = _FLAT.issuperset(map(type, details.values()))
     return Result(id=item_id, score=result.score, step_scores=list(result.step_scores),
                   details=dict(details) if flat else copy.deepcopy(details),
                   error=None if result.error is None else copy.copy(result.error))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -75,7 +76,7 @@ class MathScorer(Scorer):
         # a function of (answer, how it was found, reference), and so are the result's details.
         if item.reference is None:
             return None
-        answer, how = extract_answer(item.response_text, options.extract or self.config.extract)
+        answer, how = _extract(item.response_text, options.extract or self.config.extract)
         return (answer, how, item.reference)
 
     def cacheable(self, result: Result) -> bool:
@@ -133,6 +134,24 @@ def _extract_all(items: Sequence[Item], order: list[str]) -> list[tuple[str | No
     out = []
     for it in items:
         assert it.reference is not None  # validate() refused items without one
-        answer, how = extract_answer(it.response_text, order)
+        answer, how = _extract(it.response_text, order)
         out.append((answer, how, reference_answer(it.reference)))
     return out
+
+
+#: Responses up to this long have their extraction remembered (at most MEMO_ITEMS of them: a few MB
+#: at worst): with dedupe on, the key of each item and then the check of each distinct one extract
+#: the same answer, and a group's word-for-word repeats extract it once.
+MEMO_CHARS = 4096
+MEMO_ITEMS = 1024
+
+
+@functools.lru_cache(maxsize=MEMO_ITEMS)
+def _extract_memo(text: str, order: tuple[str, ...]) -> tuple[str | None, str | None]:
+    return extract_answer(text, order)
+
+
+def _extract(text: str, order: list[str]) -> tuple[str | None, str | None]:
+    if len(text) > MEMO_CHARS:
+        return extract_answer(text, order)
+    return _extract_memo(text, tuple(order))

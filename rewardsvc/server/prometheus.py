@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import math
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -15,7 +14,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
-from rewardsvc.server.reward_health import MAX_VERDICTS, HealthWindows, RewardHealth, reward_health
+from rewardsvc.server.reward_health import (
+    MAX_VERDICTS,
+    HealthWindows,
+    RewardHealth,
+    group_flags,
+    item_samples,
+    summarise,
+)
 from rewardsvc.types import Item, Result
 
 if TYPE_CHECKING:
@@ -65,10 +71,12 @@ class Metrics:
 
     def observe_health(self, scorer: str, items: Sequence[Item], results: Sequence[Result]) -> RewardHealth:
         """Count one response's reward health under `scorer` (a hosted name) and return it."""
-        health = reward_health(items, results)
-        for r in results:
-            if r.error is None and math.isfinite(r.score):
-                self.reward_scores.labels(scorer).observe(r.score)
+        flags, samples = group_flags(items, results), item_samples(items, results)
+        health = summarise(flags, samples, results)
+        observe = self.reward_scores.labels(scorer).observe
+        for sample in samples:
+            if sample is not None:
+                observe(sample[0])
         self.reward_groups.labels(scorer).inc(health.groups)
         self.flat_groups.labels(scorer).inc(health.flat_groups)
         self.all_zero_groups.labels(scorer).inc(health.all_zero_groups)
@@ -78,7 +86,7 @@ class Metrics:
                 verdict = "other"
             seen.add(verdict)
             self.verdicts.labels(scorer, verdict).inc(n)
-        self.health_windows.add(scorer, items, results)
+        self.health_windows.add(scorer, flags, samples)
         return health
 
     def serve(self, host: str, port: int, token: str | None = None) -> int:

@@ -76,23 +76,39 @@ def group_flags(items: Sequence[Item], results: Sequence[Result]) -> list[tuple[
     return out
 
 
+#: Per item: (score, response length in characters), None for an item answered with an error; items
+#: with a non-finite score are left out.
+Samples = list[tuple[float, float] | None]
+
+
+def item_samples(items: Sequence[Item], results: Sequence[Result]) -> Samples:
+    out: Samples = []
+    for item, res in zip(items, results):
+        if res.error is not None:
+            out.append(None)
+        elif math.isfinite(res.score):
+            out.append((res.score, float(len(item.response_text))))
+    return out
+
+
 def reward_health(items: Sequence[Item], results: Sequence[Result]) -> RewardHealth:
     """The telemetry of one response (items and their results, in order)."""
+    return summarise(group_flags(items, results), item_samples(items, results), results)
+
+
+def summarise(flags: list[tuple[bool, bool]], samples: Samples, results: Sequence[Result]) -> RewardHealth:
+    """reward_health from its parts (the /metrics path keeps the parts for its windows too)."""
     health = RewardHealth()
-    flags = group_flags(items, results)
     health.groups = len(flags)
     health.flat_groups = sum(f for f, _ in flags)
     health.all_zero_groups = sum(z for _, z in flags)
-    scores: list[float] = []
-    lengths: list[float] = []
-    for item, res in zip(items, results):
-        if res.error is not None:
-            health.error_items += 1
+    ok = [s for s in samples if s is not None]
+    health.error_items = len(samples) - len(ok)
+    scores = [s for s, _ in ok]
+    lengths = [n for _, n in ok]
+    for res in results:
+        if res.error is not None or not math.isfinite(res.score):
             continue
-        if not math.isfinite(res.score):
-            continue
-        scores.append(res.score)
-        lengths.append(float(len(item.response_text)))
         verdict = res.details.get("verdict")
         if isinstance(verdict, str):
             v = verdict[:MAX_VERDICT_CHARS]
@@ -118,15 +134,10 @@ class HealthWindows:
         self.groups: dict[str, deque[tuple[bool, bool]]] = {}
         self.items: dict[str, deque[tuple[float, float] | None]] = {}  # (score, length), None = error
 
-    def add(self, scorer: str, items: Sequence[Item], results: Sequence[Result]) -> None:
-        g = self.groups.setdefault(scorer, deque(maxlen=self.group_window))
-        g.extend(group_flags(items, results))
-        w = self.items.setdefault(scorer, deque(maxlen=self.item_window))
-        for item, res in zip(items, results):
-            if res.error is not None:
-                w.append(None)
-            elif math.isfinite(res.score):
-                w.append((res.score, float(len(item.response_text))))
+    def add(self, scorer: str, flags: list[tuple[bool, bool]], samples: Samples) -> None:
+        """One response's group flags (group_flags) and item samples (item_samples)."""
+        self.groups.setdefault(scorer, deque(maxlen=self.group_window)).extend(flags)
+        self.items.setdefault(scorer, deque(maxlen=self.item_window)).extend(samples)
 
     def gauges(self, scorer: str) -> dict[str, float]:
         # Called from the /metrics thread while the event loop appends: copy first (atomic in C).
