@@ -4,6 +4,7 @@ onto a config dataclass and a typo is an error naming the accepted keys, not a s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -89,17 +90,23 @@ def option(default: Any, help: str) -> Any:  # `help` as argparse names it
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+@functools.lru_cache(maxsize=512)
+def _fields_and_hints(cls: type) -> tuple[frozenset[str], dict[str, Any]]:
+    # Every Score request parses its options: get_type_hints evaluates the string annotations anew
+    # each time (compile() per field), ~0.2 ms a request; a class's fields never change.
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.init), typing.get_type_hints(cls)
+
+
 def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
     """Build dataclass `cls` from `data`, rejecting unknown keys and ill-typed values."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    fields, hints = _fields_and_hints(cls)
+    unknown = sorted(set(data) - fields)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {quote(unknown)}; accepted: {sorted(fields)}")
-    hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)

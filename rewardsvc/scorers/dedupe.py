@@ -17,6 +17,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import weakref
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -86,12 +87,25 @@ def copy_result(result: Result, item_id: str) -> Result:
 def options_key(options: Any) -> str:
     """The request's options as canonical JSON (part of a cache key)."""
     is_instance = dataclasses.is_dataclass(options) and not isinstance(options, type)
-    data = dataclasses.asdict(options) if is_instance else options
+    # Options fields are JSON-like values: their own dict serialises as asdict's deep copy would.
+    data = vars(options) if is_instance and hasattr(options, "__dict__") else (
+        dataclasses.asdict(options) if is_instance else options)
     return json.dumps(data, sort_keys=True, default=repr)
 
 
+_versions: weakref.WeakKeyDictionary[Scorer, str] = weakref.WeakKeyDictionary()
+
+
 def config_version(scorer: Scorer) -> str:
-    """A digest of the scorer's type and config: a changed stanza never reads old results."""
+    """A digest of the scorer's type and config: a changed stanza never reads old results. A scorer's
+    config is fixed once it is made, so the digest is computed once per scorer (it was ~0.15 ms a request)."""
+    version = _versions.get(scorer)
+    if version is None:
+        version = _versions[scorer] = _digest(scorer)
+    return version
+
+
+def _digest(scorer: Scorer) -> str:
     cfg = scorer.config
     is_instance = dataclasses.is_dataclass(cfg) and not isinstance(cfg, type)
     data = dataclasses.asdict(cfg) if is_instance else repr(cfg)
