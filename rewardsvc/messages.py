@@ -141,16 +141,23 @@ def struct_to_dict(s: struct_pb2.Struct) -> dict[str, Any]:
 
 
 def result_to_pb(result: Result) -> pb.Result:
-    score = result.score if math.isfinite(result.score) else 0.0
-    steps = result.step_scores
+    msg = pb.Result()
+    fill_result(msg, result)
+    return msg
+
+
+def fill_result(msg: pb.Result, result: Result) -> None:
+    """Write `result` into an empty `msg` in place (`response.results.add()`: a message handed to a
+    constructor or `append` is copied, a cost per result)."""
     item_id = result.id
-    msg = pb.Result(id=item_id if item_id.isascii() else _text(item_id), score=score,
-                    step_scores=[float(x) for x in steps] if steps else None)
-    _fill(msg.details, result.details)  # in place: a Struct passed to the constructor is copied
+    msg.id = item_id if item_id.isascii() else _text(item_id)
+    msg.score = result.score if math.isfinite(result.score) else 0.0
+    if result.step_scores:
+        msg.step_scores.extend([float(x) for x in result.step_scores])
+    _fill(msg.details, result.details)
     if result.error is not None:
         msg.error.code = _CODE_TO_PB[result.error.code]
         msg.error.message = _text(result.error.message)
-    return msg
 
 
 def result_from_pb(msg: pb.Result) -> Result:

@@ -110,16 +110,19 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
                 health = self.metrics.observe_health(label, items, results)
             else:
                 health = reward_health(items, results)
-            return pb.ScoreResponse(
+            response = pb.ScoreResponse(
                 request_id=request.request_id,
                 scorer=request.scorer,
-                results=[messages.result_to_pb(r) for r in results],
                 metadata=pb.ScoreMetadata(
                     items=len(results), queue_time_ns=timing.queue_time_ns, compute_time_ns=timing.compute_time_ns,
                     deduplicated_items=timing.deduplicated_items, cache_hits=timing.cache_hits,
                     health=health_to_pb(health),
                 ),
             )
+            add = response.results.add
+            for r in results:
+                messages.fill_result(add(), r)
+            return response
 
         return await _off_loop_if_big(len(results), respond)
 
