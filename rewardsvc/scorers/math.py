@@ -139,9 +139,10 @@ def _extract_all(items: Sequence[Item], order: list[str]) -> list[tuple[str | No
     return out
 
 
-#: Responses up to this long have their extraction remembered (at most MEMO_ITEMS of them: a few MB
-#: at worst): with dedupe on, the key of each item and then the check of each distinct one extract
-#: the same answer, and a group's word-for-word repeats extract it once.
+#: Responses up to this long have their extraction remembered, MEMO_ITEMS of them at most (the memo
+#: holds their text: ~1 MB for GSM8K-sized responses, 16 MB at worst for 4-byte characters): with
+#: dedupe on, the key of each item and then the check of each distinct one extract the same answer,
+#: and a group's word-for-word repeats extract it once.
 MEMO_CHARS = 4096
 MEMO_ITEMS = 1024
 
