@@ -161,3 +161,24 @@ def test_the_math_extraction_memo_is_bounded_and_skips_long_texts() -> None:
     recent = math_scorer.MEMO_ITEMS + 5
     assert math_scorer._extract(f"{recent} apples #### {recent}", order) == (str(recent), "hash")
     assert memo.cache_info().hits == 1
+
+
+def test_config_digest_is_kept_per_scorer_and_works_for_unhashable_plug_ins() -> None:
+    from rewardsvc.scorers import dedupe
+    from rewardsvc.scorers.base import Scorer
+
+    class PlugIn(Scorer):
+        __hash__ = None  # e.g. a dataclass-style __eq__ without __hash__
+
+        async def score(self, items, options):
+            return []
+
+    class Hashable(PlugIn):
+        __hash__ = object.__hash__
+
+    unhashable, plain = object.__new__(PlugIn), object.__new__(Hashable)
+    unhashable.config = plain.config = {"threshold": 0.5}
+    assert dedupe.config_version(unhashable) == dedupe._digest(unhashable)
+    first = dedupe.config_version(plain)
+    plain.config = {"threshold": 0.9}  # never done by the server: shows the digest is computed once
+    assert dedupe.config_version(plain) == first != dedupe._digest(plain)

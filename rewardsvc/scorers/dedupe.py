@@ -99,9 +99,12 @@ _versions: weakref.WeakKeyDictionary[Scorer, str] = weakref.WeakKeyDictionary()
 def config_version(scorer: Scorer) -> str:
     """A digest of the scorer's type and config: a changed stanza never reads old results. A scorer's
     config is fixed once it is made, so the digest is computed once per scorer (it was ~0.15 ms a request)."""
-    version = _versions.get(scorer)
-    if version is None:
-        version = _versions[scorer] = _digest(scorer)
+    try:
+        version = _versions.get(scorer)
+        if version is None:
+            version = _versions[scorer] = _digest(scorer)
+    except TypeError:  # a plug-in scorer that is unhashable or has no __weakref__ slot: digest each time
+        version = _digest(scorer)
     return version
 
 
