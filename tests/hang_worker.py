@@ -6,6 +6,8 @@ import time
 
 from rewardsvc.verifiers.workerpool import serve_jobs
 
+_held: list[bytes] = []
+
 
 def handle(job: dict) -> dict:
     action = job["action"]
@@ -20,6 +22,9 @@ def handle(job: dict) -> dict:
         return {"slept": job["seconds"]}
     if action == "exit":
         os._exit(3)
+    if action == "hold":  # memory that stays resident after the job (a leak, a cache that grows)
+        _held.append(b"\x01" * (job["mb"] << 20))
+        return {"held_mb": job["mb"], "pid": os.getpid()}
     if action == "alloc":
         return {"len": len(bytearray(job["mb"] << 20))}
     raise ValueError(f"unknown action {action}")

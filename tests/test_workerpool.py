@@ -75,3 +75,22 @@ def test_queue_bound() -> None:
         await pool.close()
 
     run(main())
+
+
+def test_a_worker_is_retired_when_its_memory_grows_or_its_job_count_is_reached() -> None:
+    async def main() -> None:
+        pool = await _pool(memory_mb=512)  # retired past 256 MB resident
+        pids = {(await pool.run({"action": "echo", "value": i}, 10))["pid"] for i in range(50)}
+        assert len(pids) == 1 and pool.replaced == 0  # small jobs: the same worker throughout
+        grown = await pool.run({"action": "hold", "mb": 300}, 30)
+        assert grown == {"held_mb": 300, "pid": pids.pop()}  # the memory field is the pool's, not the caller's
+        assert (await pool.run({"action": "echo", "value": 0}, 30))["pid"] != grown["pid"]
+        assert pool.replaced == 1
+        await pool.close()
+
+        pool = await _pool(max_jobs_per_worker=3)
+        pids = [(await pool.run({"action": "echo", "value": i}, 30))["pid"] for i in range(7)]
+        assert pids[0] == pids[2] != pids[3] == pids[5] != pids[6] and pool.replaced == 2
+        await pool.close()
+
+    run(main())
