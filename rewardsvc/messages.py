@@ -149,8 +149,7 @@ def result_to_pb(result: Result) -> pb.Result:
 def fill_result(msg: pb.Result, result: Result) -> None:
     """Write `result` into an empty `msg` in place (`response.results.add()`: a message handed to a
     constructor or `append` is copied, a cost per result)."""
-    item_id = result.id
-    msg.id = item_id if item_id.isascii() else _text(item_id)
+    msg.id = _text(result.id)
     msg.score = result.score if math.isfinite(result.score) else 0.0
     if result.step_scores:
         msg.step_scores.extend([float(x) for x in result.step_scores])

@@ -86,10 +86,10 @@ def copy_result(result: Result, item_id: str) -> Result:
 
 def options_key(options: Any) -> str:
     """The request's options as canonical JSON (part of a cache key)."""
-    is_instance = dataclasses.is_dataclass(options) and not isinstance(options, type)
-    # Options fields are JSON-like values: their own dict serialises as asdict's deep copy would.
-    data = vars(options) if is_instance and hasattr(options, "__dict__") else (
-        dataclasses.asdict(options) if is_instance else options)
+    data = options
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        # Options fields are JSON-like values: their own dict serialises as asdict's deep copy would.
+        data = vars(options) if hasattr(options, "__dict__") else dataclasses.asdict(options)
     return json.dumps(data, sort_keys=True, default=repr)
 
 
