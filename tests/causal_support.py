@@ -57,6 +57,45 @@ def perturbed_smollm(directory: Path) -> str:
     return str(out)
 
 
+def smollm_layers(n: int = 2) -> str:
+    """SmolLM2 cut to its first `n` decoder layers (real weights, the same tokenizer and chat template),
+    saved once per machine beside the converted model (under a file lock). A forward costs ~1/10 of
+    the full model's: for tests of plumbing, padding and layout that hold for any weights (batched
+    equals single, a trainer's checkpoint is what the server loads). Tests that claim the model
+    judges or ranks well use the full SmolLM2."""
+    import shutil
+
+    import torch
+    from filelock import FileLock
+
+    from rewardsvc.backends.gguf import model_dir
+    from rewardsvc.model_refs import cache_dir
+
+    out = cache_dir() / "test-models" / f"smollm2-135m-instruct-first-{n}-layers"
+    done = out / "done.txt"
+    if done.exists():
+        return str(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if not done.exists():
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            src = model_dir(SMOLLM)
+            model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
+            model.model.layers = model.model.layers[:n]
+            model.config.num_hidden_layers = n
+            if getattr(model.config, "layer_types", None):
+                model.config.layer_types = model.config.layer_types[:n]
+            tmp = out.with_name(out.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(str(src)).save_pretrained(tmp)
+            (tmp / "done.txt").write_text(f"the first {n} layers of {src}\n")
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
+    return str(out)
+
+
 def gsm8k_pairs() -> list[dict[str, Any]]:
     """Real GSM8K questions with a correct and a wrong model solution (see data/causal/NOTE.md)."""
     path = DATA / "gsm8k-judge-pairs.jsonl"
