@@ -38,15 +38,14 @@ def free_port() -> int:
 
 @pytest.mark.slow
 def test_health_wait_returns_only_once_a_loading_server_can_score(tmp_path: Path) -> None:
-    from encoder_models import minilm_dir
-
     gate = tmp_path / "loaded"
     port = free_port()
     config = {
         "server": {"host": "127.0.0.1", "port": port, "metrics_port": None},
         "scorers": {
-            "rm": {"type": "classifier", "model": str(minilm_dir("sequence", 1)), "device": "cpu", "max_length": 64},
-            # Holds the server in "loading" until the test opens the gate: no race against the clock.
+            "math": {"type": "math", "workers": 1},
+            # Holds the whole server in "loading" until the test opens the gate (as a model that takes
+            # minutes to load would): no race against the clock, and no model to load for real.
             "slowload": {"type": "loading_scorer:LoadingScorer", "gate_file": str(gate)},
         },
     }
@@ -61,28 +60,28 @@ def test_health_wait_returns_only_once_a_loading_server_can_score(tmp_path: Path
             assert probe.returncode == 1 and "UNAVAILABLE" in probe.stderr, probe.stderr
             assert server.poll() is None, "the server exited while loading"
         assert probe.returncode == 1 and "loading its scorers" in probe.stderr
-        probe = cli("health", "--address", address, "--scorer", "rm", "--wait", "1")
+        probe = cli("health", "--address", address, "--scorer", "math", "--wait", "1")
         assert probe.returncode == 1 and "after waiting 1s" in probe.stderr and "NOT_SERVING" in probe.stderr
-        refused = cli("score", "--scorer", "rm", "--address", address, "--timeout", "2",
-                      stdin=json.dumps({"id": "r", "prompt": "hi", "response": "hello"}) + "\n")
+        refused = cli("score", "--scorer", "math", "--address", address, "--timeout", "2",
+                      stdin=json.dumps(ITEM) + "\n")
         assert refused.returncode == 1 and "health --address" in refused.stderr, refused.stderr
 
         waiter = subprocess.Popen([sys.executable, "-m", "rewardsvc.cli", "health", "--address", address,
-                                   "--scorer", "rm", "--wait", "280"], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                                   "--scorer", "math", "--wait", "280"], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
-        still = cli("health", "--address", address, "--scorer", "rm")
+        still = cli("health", "--address", address, "--scorer", "math")
         assert still.returncode == 1 and "NOT_SERVING" in still.stderr
         assert waiter.poll() is None, "health --wait returned while the server was still loading"
         gate.touch()
         out, err = waiter.communicate(timeout=290)
         assert waiter.returncode == 0, err
-        assert out.strip() == f"{address} scorer 'rm': SERVING"
+        assert out.strip() == f"{address} scorer 'math': SERVING"
         # Returned means scoring works now: no retry, no wait.
-        scored = cli("score", "--scorer", "rm", "--address", address, "--timeout", "60",
-                     stdin=json.dumps({"id": "r", "prompt": "hi", "response": "hello"}) + "\n")
+        scored = cli("score", "--scorer", "math", "--address", address, "--timeout", "60",
+                     stdin=json.dumps(ITEM) + "\n")
         assert scored.returncode == 0, scored.stderr
         result = json.loads(scored.stdout)
-        assert result["id"] == "r" and result["error"] is None
+        assert result["id"] == "x1" and result["error"] is None and result["score"] == 1.0
         unknown = cli("health", "--address", address, "--scorer", "nope", "--wait", "60")
         assert unknown.returncode == 2 and "hosts no scorer 'nope'" in unknown.stderr
     finally:
