@@ -1,22 +1,32 @@
-"""implicit_prm, confidence and judge scorers in-process on real SmolLM2 (and a perturbed copy):
-batched = single with left and right padding, results in input order, concurrent calls sharing
-forward passes, the implicit-PRM formula against a direct computation, and item errors."""
+"""implicit_prm, confidence and judge scorers in-process: batched = single with left and right
+padding, results in input order, concurrent calls sharing forward passes, the implicit-PRM formula
+against a direct computation, and item errors.
+
+Models: those checks hold for any weights, so they run on SmolLM2 cut to its first two layers
+(`smollm_layers(2)`: real weights and tokenizer, ~1/10 of the forward), with the first layer alone
+(`smollm_layers(1)`) as the implicit PRM's different reference model. The cut model puts most of the
+judge's and CRew's probabilities near 0 (or 0.5), so the batched = single checks also compare the
+raw log-probs each model returned for each request (`LogprobLog`), which differ between items by
+far more than the tolerance. The one quality claim, that RLPR's reference probability prefers
+reasoning that reaches the reference, uses the full SmolLM2-135M-Instruct in its own scorer.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import random
+from collections import defaultdict
+from typing import Any
 
 import pytest
-
-from causal_support import MASTER_KEYS, SMOLLM, gsm8k_pairs, perturbed_smollm, smollm
+from causal_support import MASTER_KEYS, SMOLLM, gsm8k_pairs, smollm, smollm_layers
 
 pytest.importorskip("torch")
 
-from rewardsvc.config import parse_config  # noqa: E402
-from rewardsvc.service import ScoringService  # noqa: E402
-from rewardsvc.types import ErrorCode, Item, Message  # noqa: E402
+from rewardsvc.config import parse_config
+from rewardsvc.service import ScoringService
+from rewardsvc.types import ErrorCode, Item, Message
 
 pytestmark = pytest.mark.slow
 TOL = 2e-4
@@ -42,27 +52,72 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def svc(tmp_path_factory):
-    smollm()  # hold the session's model so every scorer below shares it
-    perturbed = perturbed_smollm(tmp_path_factory.mktemp("models"))
+def svc():
+    # The cut-down policy and its (different) reference: the same tokenizer; any weights will do here.
+    small, small_ref = smollm_layers(2), smollm_layers(1)
     scorers = {}
     for side in ("left", "right"):
-        scorers[f"judge_{side}"] = {"type": "judge", "padding_side": side}
-        scorers[f"conf_{side}"] = {"type": "confidence", "padding_side": side}
-        scorers[f"iprm_{side}"] = {"type": "implicit_prm", "padding_side": side, "model": SMOLLM,
-                                   "reference_model": perturbed, "beta": 0.1}
-    scorers["iprm_same"] = {"type": "implicit_prm", "model": SMOLLM, "reference_model": SMOLLM}
-    scorers["judge_short"] = {"type": "judge", "max_length": 100}
+        scorers[f"judge_{side}"] = {"type": "judge", "model": small, "padding_side": side}
+        scorers[f"conf_{side}"] = {"type": "confidence", "model": small, "padding_side": side}
+        scorers[f"iprm_{side}"] = {"type": "implicit_prm", "padding_side": side, "model": small,
+                                   "reference_model": small_ref, "beta": 0.1}
+    scorers["iprm_same"] = {"type": "implicit_prm", "model": small, "reference_model": small}
+    scorers["judge_short"] = {"type": "judge", "model": small, "max_length": 100}
     for stanza in scorers.values():
         # No padding bound: batches mix lengths, which is what the batched == single checks exercise.
         stanza["batching"] = {"min_fill_ratio": 0.0}
     # Waits for four items however long the callers' text work takes: on a loaded machine the four
-    # calls below reached judge_right's 5 ms window in two batches.
-    scorers["judge_four"] = {"type": "judge", "padding_side": "right",
+    # calls below reached judge_right's 5 ms window in two batches. Yes/no: its probabilities differ
+    # between the items even on the cut-down model.
+    scorers["judge_four"] = {"type": "judge", "model": small, "padding_side": "right", "reference_method": "yes_no",
                              "batching": {"min_fill_ratio": 0.0, "max_batch_size": 4, "max_wait_ms": 600_000}}
     s = Service({"scorers": scorers})
     yield s
     s.close()
+
+
+class LogprobLog:
+    """Every log-prob request the module's models answer, by its tokens, with the raw log-probs
+    returned (targets, then candidates): what the scorers turn into probabilities."""
+
+    def __init__(self, models: list[Any]) -> None:
+        self.models = models
+        self.seen: dict[tuple, list[list[float]]] = defaultdict(list)
+        for k, lm in enumerate(models):
+            lm.logprobs = self._recorder(k, lm.logprobs)
+
+    def _recorder(self, k: int, inner: Any) -> Any:
+        def logprobs(requests, *args, **kwargs):
+            out = inner(requests, *args, **kwargs)
+            for r, res in zip(requests, out):
+                key = (k, tuple(r.context), tuple(r.target), tuple(r.candidates))
+                self.seen[key].append(list(res.target) + list(res.candidates))
+            return out
+        return logprobs
+
+    def close(self) -> None:
+        for lm in self.models:
+            del lm.logprobs  # the class's method again
+
+    def assert_batched_equals_single(self, tol: float) -> None:
+        """Each request was answered alike every time (alone, in left- and right-padded batches), and
+        the requests' log-probs differ by much more than `tol` (so a padding bug would show)."""
+        assert self.seen, "no log-prob request was made"
+        for key, answers in self.seen.items():
+            assert len(answers) >= 3, (key, answers)  # alone, batched left, batched right
+            for a in answers[1:]:
+                assert a == pytest.approx(answers[0], abs=tol)
+        for k in {key[0] for key in self.seen}:
+            firsts = [answers[0][0] for key, answers in self.seen.items() if key[0] == k]
+            assert max(firsts) - min(firsts) > 100 * tol, firsts
+
+
+@pytest.fixture
+def logprob_log(svc):
+    scorer = svc.service.get("iprm_left")
+    log = LogprobLog([scorer.lm, scorer.reference])
+    yield log
+    log.close()
 
 
 def _items() -> list[Item]:
@@ -91,7 +146,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("scorer,options", CASES, ids=[f"{s}-{'-'.join(o.values()) or 'default'}" for s, o in CASES])
-def test_batched_equals_single_with_left_and_right_padding(svc, scorer, options):
+def test_batched_equals_single_with_left_and_right_padding(svc, logprob_log, scorer, options):
     items = _items()
     single = [svc.score(f"{scorer}_left", [it], **options)[0] for it in items]
     assert all(r.ok for r in single), [r.error for r in single]
@@ -106,6 +161,15 @@ def test_batched_equals_single_with_left_and_right_padding(svc, scorer, options)
             assert b.ok, b.error
             assert b.score == pytest.approx(s.score, abs=TOL), (side, s.id)
             assert b.step_scores == pytest.approx(s.step_scores, abs=TOL)
+            assert b.details.get("judge_output") == s.details.get("judge_output")  # pointwise: the same text
+    if options.get("mode") == "pointwise":
+        # Generation, not log-probs: the judge's greedy texts (which the cut model does not rate) differ.
+        assert len({r.details["judge_output"] for r in single}) > 1
+    else:
+        logprob_log.assert_batched_equals_single(TOL)
+    if scorer == "iprm" or options.get("reference_method") == "yes_no" or options.get("variant") == "p_true":
+        scores = [r.score for r in single]
+        assert max(scores) - min(scores) > 100 * TOL, scores  # the scores themselves tell items apart
     if scorer == "conf":
         assert all(0.0 <= r.score <= 1.0 for r in single)
     if scorer == "judge":
@@ -122,12 +186,13 @@ def test_concurrent_calls_share_forward_passes(svc):
 
     together = [r[0] for r in svc.run(four_callers())]
     assert scorer.logprob_batcher.stats.batches - before == 1  # one forward pass for four requests
-    alone = [svc.score("judge_right", [it])[0] for it in items]
+    alone = [svc.score("judge_right", [it], reference_method="yes_no")[0] for it in items]
     assert [r.score for r in together] == pytest.approx([r.score for r in alone], abs=TOL)
+    assert max(r.score for r in alone) - min(r.score for r in alone) > 100 * TOL
 
 
 def test_implicit_prm_policy_equal_to_reference_gives_zero(svc):
-    items = _items() + [Item(id="s", prompt="Add 2 and 2.", steps=["2 + 2 = 4", "So the sum is 4."])]
+    items = [*_items(), Item(id="s", prompt="Add 2 and 2.", steps=["2 + 2 = 4", "So the sum is 4."])]
     for res in svc.score("iprm_same", items):
         assert res.ok, res.error
         assert res.score == 0.0
@@ -167,18 +232,25 @@ def test_confidence_details_and_no_answer(svc):
     assert res.details["answer"] == "7" and res.score == pytest.approx(min(res.details["token_probs"]))
     none = svc.score("conf_left", [Item(id="x", prompt="Say hi.", response="Hello there!")])[0]
     assert none.ok and none.score == 0.0 and none.details["verdict"] == "no_answer"
-    missing = svc.score("conf_left", [Item(id="y", prompt="Q", response="The answer is 3.")], variant="reference_prob")[0]
+    missing = svc.score("conf_left", [Item(id="y", prompt="Q", response="The answer is 3.")],
+                        variant="reference_prob")[0]
     assert missing.error is not None and missing.error.code == ErrorCode.INVALID_ITEM
 
 
-def test_reference_prob_prefers_reasoning_that_reaches_the_reference(svc):
-    """RLPR on real GSM8K solutions: the reference answer is likelier after correct reasoning."""
-    pairs = gsm8k_pairs()[:4]
-    items = []
-    for p in pairs:
-        items.append(Item(id="c", prompt=p["question"], response=p["correct"], reference=p["reference"]))
-        items.append(Item(id="w", prompt=p["question"], response=p["wrong"], reference=p["reference"]))
-    res = svc.score("conf_right", items, variant="reference_prob")
+def test_reference_prob_prefers_reasoning_that_reaches_the_reference():
+    """RLPR on real GSM8K solutions: the reference answer is likelier after correct reasoning (a quality
+    claim: the full SmolLM2)."""
+    smollm()  # the session's SmolLM2: loaded once for every module that needs the full model
+    full = Service({"scorers": {"conf": {"type": "confidence", "model": SMOLLM, "variant": "reference_prob"}}})
+    try:
+        pairs = gsm8k_pairs()[:4]
+        items = []
+        for p in pairs:
+            items.append(Item(id="c", prompt=p["question"], response=p["correct"], reference=p["reference"]))
+            items.append(Item(id="w", prompt=p["question"], response=p["wrong"], reference=p["reference"]))
+        res = full.score("conf", items)
+    finally:
+        full.close()
     assert all(r.ok and 0.0 <= r.score <= 1.0 for r in res)
     wins = sum(res[2 * k].score > res[2 * k + 1].score for k in range(len(pairs)))
     assert wins >= 3, [(round(res[2 * k].score, 3), round(res[2 * k + 1].score, 3)) for k in range(len(pairs))]
