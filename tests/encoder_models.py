@@ -54,6 +54,40 @@ def minilm_dir(task: str, num_labels: int, special_token: str = "") -> Path:
     return out
 
 
+def minilm_layers(n: int = 2) -> str:
+    """all-MiniLM-L6-v2 cut to its first `n` of 6 encoder layers (real weights, the same tokenizer),
+    saved once per machine in the rewardsvc cache (under a file lock: xdist workers and training
+    subprocesses share it). A forward/backward costs about n/6 of the full model's: for trainer
+    tests whose assertions hold for any weights (loss falls on the batches it fits, resume, DDP,
+    Ctrl-C, progress lines, a checkpoint serves as trained). Claims that a model ranks or judges
+    well use the full model or the trained cache:default-rm/default-prm."""
+    import torch
+    from filelock import FileLock
+    from transformers import AutoModel, AutoTokenizer
+
+    from rewardsvc.model_refs import cache_dir
+
+    out = cache_dir() / "test-models" / f"all-minilm-l6-v2-first-{n}-layers"
+    done = out / "done.txt"
+    if done.exists():
+        return str(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if not done.exists():
+            src = resolve_model_path("bundled:all-minilm-l6-v2")
+            model = AutoModel.from_pretrained(src, dtype=torch.float32)
+            model.encoder.layer = model.encoder.layer[:n]
+            model.config.num_hidden_layers = n
+            tmp = out.with_name(out.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
+            (tmp / "done.txt").write_text(f"the first {n} layers of {src}\n")
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
+    return str(out)
+
+
 @functools.cache
 def smollm_dir() -> Path:
     """SmolLM2-135M-Instruct as a safetensors HF directory (converted from its GGUF once per machine)."""
@@ -87,7 +121,7 @@ def smollm_classifier_dir() -> Path:
     torch.manual_seed(0)
     save_file({"score.weight": torch.randn(1, config["hidden_size"]) * 0.02}, str(out / "head.safetensors"))
     with safe_open(str(src / "model.safetensors"), "pt") as f:
-        weight_map = {k: "backbone.safetensors" for k in f.keys()}
+        weight_map = {k: "backbone.safetensors" for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     weight_map["score.weight"] = "head.safetensors"
     (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return out
