@@ -1,6 +1,12 @@
-"""The generative scorer in process on real SmolLM2-135M: k samples aggregated by mean and vote, the
-meta-RM filter through a second hosted scorer, pairwise in both orders, step verdicts into
-step_scores, the reasoning budget, master keys in every mode, and `rewardsvc eval` on every suite.
+"""The generative scorer in process: k samples aggregated by mean and vote, the meta-RM filter
+through a second hosted scorer, pairwise in both orders, step verdicts into step_scores, the
+reasoning budget, master keys in every mode, and `rewardsvc eval` on every suite.
+
+Models: the scorer tests need verdicts the model really writes (a digit after "Score (1 to 10): ",
+"correct" after "Step 1 is"), so they run on the full SmolLM2-135M-Instruct. Two tests hold for any
+weights and run on SmolLM2 cut to its first two layers (`smollm_layers(2)`, ~1/10 of the forward):
+the backend's shared-prefill sampling against greedy decoding, and `rewardsvc eval` from the CLI to
+the report on every suite and mode (plumbing: item counts, no errors, master-key probes at -1).
 
 SmolLM2 does not write the published formats in a few tokens, so these tests give it formats whose
 prefill stops right before the verdict (a degenerate critique); the published formats' parsers are
@@ -15,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from causal_support import MASTER_KEYS, SMOLLM, smollm
+from causal_support import MASTER_KEYS, SMOLLM, smollm, smollm_layers
 
 pytest.importorskip("torch")
 
@@ -200,10 +206,19 @@ def test_item_and_request_errors_are_per_item(svc):
     assert all(r.error.code == ErrorCode.INVALID_ITEM and "temperature" in r.error.message for r in bad)
 
 
-def test_k_samples_share_the_prompt_or_run_alone_with_the_same_shape():
+@pytest.fixture
+def small_lm():
+    from rewardsvc.backends.causal_lm import acquire, release
+
+    lm = acquire(smollm_layers(2))
+    yield lm
+    release(lm)
+
+
+def test_k_samples_share_the_prompt_or_run_alone_with_the_same_shape(small_lm):
     from rewardsvc.backends.causal_lm import GenerateRequest
 
-    lm = smollm()
+    lm = small_lm
 
     def enc(question: str) -> list[int]:
         text = lm.tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
@@ -215,14 +230,16 @@ def test_k_samples_share_the_prompt_or_run_alone_with_the_same_shape():
     # At a temperature near 0 the shared-prefill samples are the greedy continuation, padding and all.
     near = lm.sample([GenerateRequest(short, 6, temperature=1e-5, n=3, seed=0),
                       GenerateRequest(longer, 6, temperature=1e-5, n=3, seed=0)])
-    assert greedy[0] and greedy[1] and near == [[greedy[0]] * 3, [greedy[1]] * 3]
+    assert greedy[0] and greedy[1] and greedy[0] != greedy[1]  # so rows swapped would show
+    assert near == [[greedy[0]] * 3, [greedy[1]] * 3]
     hot = lm.sample([GenerateRequest(longer, 6, temperature=1.0, n=4, seed=0)])
     assert len(hot[0]) == 4 and all(len(s) <= 6 for s in hot[0]) and len({tuple(s) for s in hot[0]}) > 1
 
 
-def test_eval_runs_every_mode_on_every_suite(tmp_path: Path):
+def test_eval_runs_every_mode_on_every_suite(small_lm, tmp_path: Path):
+    # small_lm: held here, so the eight runs below load the cut model once.
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"scorers": {"gen": {**STANZA, "max_new_tokens": 4}}}))
+    config.write_text(yaml.safe_dump({"scorers": {"gen": {**STANZA, "model": smollm_layers(2), "max_new_tokens": 4}}}))
     probes = tmp_path / "probes.json"
     probes.write_text(json.dumps([" ", ":", "Thought process:", "解"]))
     hacking = str(DATA / "math500-hacking-6.jsonl")
