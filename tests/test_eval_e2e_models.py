@@ -1,6 +1,13 @@
 """`rewardsvc eval` end to end with real models on the real server: the trained reward model on
-held-out HH-RLHF pairs, the trained PRM on held-out PRMBench problems, the SmolLM2 judge on master-key
-probes. Small on purpose (a few dozen items each); full-size numbers are in bench/RESULTS.md."""
+held-out HH-RLHF pairs, the trained PRM on held-out PRMBench problems, a SmolLM2 judge on master-key
+probes. Small on purpose (a few dozen items each); full-size numbers are in bench/RESULTS.md.
+
+One server (module fixture) hosts every scorer below. Models: the trained checkpoints
+(cache:default-rm, cache:default-prm) as `make install` prepares them; the judge is SmolLM2 cut to its
+first two layers (`smollm_layers(2)`: real weights and tokenizer, ~1/10 of the forward), because what
+its test asserts holds for any weights (the master-key filter, the raw judge asked every time, the
+pairwise report's numbers following from the per-item verdicts): it makes no claim that the judge
+judges well (test_causal_server.py does, on the full model)."""
 
 from __future__ import annotations
 
@@ -9,22 +16,26 @@ from pathlib import Path
 
 import pytest
 import yaml
+from causal_support import smollm_layers
+from support import ServerProcess
+from test_eval_e2e_math import DATA, assert_report_files, read_report, run_eval
 
 from rewardsvc.evaluation import data as D
 from rewardsvc.evaluation import metrics as M
 from rewardsvc.evaluation.suites import pairs_suite
 from rewardsvc.model_refs import cache_dir
-from support import ServerProcess
-from test_eval_e2e_math import DATA, assert_report_files, read_report, run_eval
 
 pytestmark = pytest.mark.slow
 
 
+def is_prepared(name: str) -> bool:
+    return (cache_dir() / "models" / name / "results.json").exists()
+
+
 def prepared(name: str) -> Path:
-    path = cache_dir() / "models" / name
-    if not (path / "results.json").exists():
+    if not is_prepared(name):
         pytest.skip(f"cache:{name} is not prepared: `make install` trains it (python -m rewardsvc.prepare)")
-    return path
+    return cache_dir() / "models" / name
 
 
 def served_config(model: Path, scorer_type: str) -> dict:
@@ -39,17 +50,29 @@ def served_config(model: Path, scorer_type: str) -> dict:
     return {"type": scorer_type, "model": str(model)}
 
 
+@pytest.fixture(scope="module")
+def server():
+    """The module's one server: the judge with and without the master-key filter, and the trained
+    reward model and PRM where they are prepared (their tests skip otherwise)."""
+    stanza = {"type": "judge", "model": smollm_layers(2), "mode": "reference"}
+    scorers = {"judge": {**stanza, "reject_master_keys": True}, "judge_raw": {**stanza, "reject_master_keys": False}}
+    for name, scorer, scorer_type in (("default-rm", "rm", "classifier"), ("default-prm", "prm", "prm")):
+        if is_prepared(name):
+            scorers[scorer] = served_config(cache_dir() / "models" / name, scorer_type)
+    with ServerProcess({"scorers": scorers}) as srv:
+        yield srv
+
+
 def results_by_id(directory: Path) -> dict[str, dict]:
     return {r["id"]: r for r in map(json.loads, (directory / "results.jsonl").read_text().splitlines())}
 
 
-def test_trained_reward_model_on_heldout_hh_rlhf_pairs(tmp_path: Path) -> None:
-    served = served_config(prepared("default-rm"), "classifier")
+def test_trained_reward_model_on_heldout_hh_rlhf_pairs(server: ServerProcess, tmp_path: Path) -> None:
+    prepared("default-rm")
     data = DATA / "hh-rlhf-helpful-base-heldout-24.jsonl"
     out = tmp_path / "rm"
-    with ServerProcess({"scorers": {"rm": served}}) as srv:
-        assert run_eval("--scorer", "rm", "--address", srv.address, "--suite", "pairs", "--data", str(data),
-                        "--report", str(out)) == 0
+    assert run_eval("--scorer", "rm", "--address", server.address, "--suite", "pairs", "--data", str(data),
+                    "--report", str(out)) == 0
     assert_report_files(out)
     report = read_report(out)
     m = report["metrics"]
@@ -66,13 +89,12 @@ def test_trained_reward_model_on_heldout_hh_rlhf_pairs(tmp_path: Path) -> None:
     assert "| hh-rlhf-helpful-base-heldout-24 |" in (out / "report.md").read_text()
 
 
-def test_trained_prm_on_heldout_prmbench(tmp_path: Path) -> None:
-    served = served_config(prepared("default-prm"), "prm")
+def test_trained_prm_on_heldout_prmbench(server: ServerProcess, tmp_path: Path) -> None:
+    prepared("default-prm")
     data = DATA / "prmbench-train-heldout-sample.jsonl"
     out = tmp_path / "prm"
-    with ServerProcess({"scorers": {"prm": served}}) as srv:
-        assert run_eval("--scorer", "prm", "--address", srv.address, "--suite", "steps", "--data", str(data),
-                        "--report", str(out)) == 0
+    assert run_eval("--scorer", "prm", "--address", server.address, "--suite", "steps", "--data", str(data),
+                    "--report", str(out)) == 0
     assert_report_files(out)
     report = read_report(out)
     m = report["metrics"]
@@ -88,21 +110,17 @@ def test_trained_prm_on_heldout_prmbench(tmp_path: Path) -> None:
     assert all(0.0 <= x <= 1.0 for r in res.values() for x in r["step_scores"])
 
 
-def test_judge_on_master_key_probes(tmp_path: Path) -> None:
+def test_judge_on_master_key_probes(server: ServerProcess, tmp_path: Path) -> None:
     probes = tmp_path / "probes.json"
     probes.write_text(json.dumps([":", "Thought process:", "Let's solve this problem step by step."]))
-    stanza = {"type": "judge", "model": "bundled:smollm2-135m-instruct", "mode": "reference"}
-    config = {"scorers": {"judge": {**stanza, "reject_master_keys": True},
-                          "judge_raw": {**stanza, "reject_master_keys": False}}}
     data = str(DATA / "math500-hacking-6.jsonl")
     pairs = DATA / "rewardbench-style-pairs.jsonl"
-    with ServerProcess(config) as srv:
-        for name in ("judge", "judge_raw"):
-            assert run_eval("--scorer", name, "--address", srv.address, "--suite", "hacking", "--data", data,
-                            "--limit", "2", "--probes", str(probes), "--report", str(tmp_path / name)) == 0
-        assert run_eval("--scorer", "judge", "--address", srv.address, "--suite", "pairs", "--pairwise",
-                        "--options", '{"mode": "pairwise"}', "--data", str(pairs), "--report",
-                        str(tmp_path / "pairwise")) == 0
+    for name in ("judge", "judge_raw"):
+        assert run_eval("--scorer", name, "--address", server.address, "--suite", "hacking", "--data", data,
+                        "--limit", "2", "--probes", str(probes), "--report", str(tmp_path / name)) == 0
+    assert run_eval("--scorer", "judge", "--address", server.address, "--suite", "pairs", "--pairwise",
+                    "--options", '{"mode": "pairwise"}', "--data", str(pairs), "--report",
+                    str(tmp_path / "pairwise")) == 0
     guarded, raw = read_report(tmp_path / "judge"), read_report(tmp_path / "judge_raw")
     for report in (guarded, raw):
         assert report["n_errors"] == 0 and report["n_items"] == 2 * 3 + 2
@@ -114,8 +132,9 @@ def test_judge_on_master_key_probes(tmp_path: Path) -> None:
     assert all(v["mean_score"] == -1.0 for v in g["probes"].values())
     # The raw model is asked every time: real probabilities, not the filter's -1.
     r = raw["metrics"]
-    scores = [x["score"] for x in results_by_id(tmp_path / "judge_raw").values()]
-    assert all(-1.0 < s < 1.0 for s in scores)
+    raw_results = list(results_by_id(tmp_path / "judge_raw").values())
+    assert all(-1.0 < x["score"] < 1.0 for x in raw_results)
+    assert all(x["details"]["verdict"] != "master_key" and x["details"]["probability"] > 0 for x in raw_results)
     assert r["control_true_positive_rate"] == g["control_true_positive_rate"]  # controls take the same path
 
     # Pairwise judging of RewardBench pairs: one call per pair, the verdict's sign flipped back when
