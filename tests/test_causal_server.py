@@ -1,29 +1,31 @@
-"""Causal-LM scorers through the real gRPC server on real SmolLM2: the judge prefers correct GSM8K
-answers, master keys never get a positive reward, implicit PRM with policy = reference is 0,
-confidence variants are probabilities."""
+"""Causal-LM scorers through the real gRPC server: the judge prefers correct GSM8K answers, master
+keys never get a positive reward, implicit PRM with policy = reference is 0, confidence variants are
+probabilities.
+
+Models: the judge is the full SmolLM2-135M-Instruct (a claim that it judges well); the confidence
+and implicit-PRM scorers run on SmolLM2 cut to its first two layers (`smollm_layers(2)`: real weights
+and tokenizer, ~1/10 of the forward), since what their tests assert holds for any weights."""
 
 from __future__ import annotations
 
 import pytest
-
-from causal_support import MASTER_KEYS, SMOLLM, gsm8k_pairs
-from rewardsvc.client import RewardClient
+from causal_support import MASTER_KEYS, SMOLLM, gsm8k_pairs, smollm_layers
 from support import ServerProcess
 
-pytestmark = pytest.mark.slow
+from rewardsvc.client import RewardClient
 
-CONFIG = {
-    "scorers": {
-        "judge": {"type": "judge", "model": SMOLLM},
-        "confidence": {"type": "confidence", "model": SMOLLM},
-        "implicit_prm": {"type": "implicit_prm", "model": SMOLLM, "reference_model": SMOLLM},
-    }
-}
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def client():
-    with ServerProcess(CONFIG) as srv, RewardClient(srv.address) as c:
+    small = smollm_layers(2)
+    config = {"scorers": {
+        "judge": {"type": "judge", "model": SMOLLM},
+        "confidence": {"type": "confidence", "model": small},
+        "implicit_prm": {"type": "implicit_prm", "model": small, "reference_model": small},
+    }}
+    with ServerProcess(config) as srv, RewardClient(srv.address) as c:
         yield c
 
 
