@@ -1,6 +1,11 @@
-"""The implicit-PRM trainer (PRIME): a short real run on SmolLM2-135M whose checkpoint the
-`implicit_prm` scorer serves with the rewards the trainer computed (its frozen-trunk shortcut must
-equal two full models' log-ratio)."""
+"""The implicit-PRM trainer (PRIME): a short real run whose checkpoint the `implicit_prm` scorer
+serves with the rewards the trainer computed (its frozen-trunk shortcut must equal two full models'
+log-ratio).
+
+Those equalities hold for any weights, so the run trains SmolLM2-135M-Instruct cut to its first 2
+layers (tests/causal_support.py: real weights, the same tokenizer and chat template; the top layer
+trains, the bottom one is the frozen trunk), not the full 30-layer model the trainer defaults to.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from causal_support import smollm_layers
 
 DATA = Path(__file__).parent / "data" / "trainers" / "gsm8k-judge-16.jsonl"
 
@@ -24,23 +30,26 @@ def test_implicit_prm_run_is_served_with_the_rewards_it_trained(tmp_path: Path) 
     from rewardsvc.service import ScoringService
     from rewardsvc.trainers.cli import main
     from rewardsvc.trainers.examples import read_jsonl
-    from rewardsvc.trainers.implicit_prm import ImplicitPRMConfig, ImplicitPRMTask, encode_example
+    from rewardsvc.trainers.implicit_prm import BASE_MODEL, ImplicitPRMConfig, ImplicitPRMTask, encode_example
     from rewardsvc.types import Item
 
     out = tmp_path / "iprm"
+    base = smollm_layers(2)
     # A large learning rate so two steps move the top layer visibly away from the reference.
-    assert main(["implicit_prm", "--train-file", str(DATA), "--eval-fraction", "0.25", "--output-dir", str(out),
-                 "--train-layers", "1", "--batch-size", "4", "--max-steps", "2", "--learning-rate", "1e-3",
-                 "--progress", "false", "--plot", "false"]) == 0
+    assert main(["implicit_prm", "--model", base, "--train-file", str(DATA), "--eval-fraction", "0.25",
+                 "--output-dir", str(out), "--train-layers", "1", "--batch-size", "4", "--max-steps", "2",
+                 "--learning-rate", "1e-3", "--progress", "false", "--plot", "false"]) == 0
     summary = json.loads((out / "results.json").read_text())
     assert summary["eval_correct"] + summary["eval_incorrect"] == summary["eval_examples"] > 0
     assert 0.0 <= summary["eval_auroc_min"] <= 1.0 and 0.0 <= summary["eval_auroc_sum"] <= 1.0
     stanza = yaml.safe_load((out / "rewardsvc.yaml").read_text())["scorers"]["implicit_prm"]
-    assert stanza["reference_model"] == "bundled:smollm2-135m-instruct" and stanza["beta"] == 0.05
+    # The reference is the policy's starting point (by default SmolLM2-135M-Instruct), beta PRIME's.
+    assert stanza["reference_model"] == base and stanza["beta"] == 0.05
+    assert ImplicitPRMConfig.model == BASE_MODEL == "bundled:smollm2-135m-instruct"
 
     rows = read_jsonl(DATA)[:3]
     # The trainer's view: frozen-trunk states of the reference, the trained top layer on them.
-    cfg = ImplicitPRMConfig(output_dir=str(tmp_path / "unused"), train_file=str(DATA), train_layers=1)
+    cfg = ImplicitPRMConfig(model=base, output_dir=str(tmp_path / "unused"), train_file=str(DATA), train_layers=1)
     task = ImplicitPRMTask(cfg)
     task.tokenizer = AutoTokenizer.from_pretrained(out)
     task.train, task.eval = [], [encode_example(task.tokenizer, r, "\n", f"row{i}") for i, r in enumerate(rows)]
@@ -49,6 +58,7 @@ def test_implicit_prm_run_is_served_with_the_rewards_it_trained(tmp_path: Path) 
         ratio = task.token_logratio(model, task.collate(task.eval))
     expected = [0.05 * float(r.sum()) for r in ratio]
     assert max(abs(x) for x in expected) > 1e-3, "training did not move the policy"
+    assert max(expected) - min(expected) > 0.01, expected  # well past the tolerance below: the comparison can fail
 
     async def serve() -> list:
         async with ScoringService(parse_config({"scorers": {"implicit_prm": stanza}})) as svc:
