@@ -1,13 +1,17 @@
 """PoolingBackend: batched forward passes equal single-item ones, with left and right padding.
 
-Random-init heads on real backbones: these tests check shapes and batching equivalence only.
+Random-init heads on real backbones: these tests check shapes and batching equivalence only, which
+hold for any weights. The backbones: all-MiniLM-L6-v2 (an encoder) and, for the decoder cases,
+SmolLM2 cut to its first two layers (`smollm_layers(2)`: real weights and tokenizer, ~1/10 of the
+full model's forward).
 """
 
 from __future__ import annotations
 
 import pytest
+from causal_support import smollm_layers
+from encoder_models import minilm_dir, read_jsonl
 
-from encoder_models import minilm_dir, read_jsonl, smollm_classifier_dir, smollm_dir
 from rewardsvc.backends.pooling import PoolingBackend, is_decoder_config
 from rewardsvc.scorers.render import encode_conversation, hh_prompt_response
 
@@ -30,8 +34,17 @@ def minilm_seq() -> PoolingBackend:
 
 
 @pytest.fixture(scope="module")
-def smollm_seq() -> PoolingBackend:
-    return PoolingBackend(str(smollm_classifier_dir()), "sequence_classification", device="cpu")
+def smollm_seq(tmp_path_factory: pytest.TempPathFactory) -> PoolingBackend:
+    """The cut SmolLM2 with a seeded one-logit sequence-classification head."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    src, out = smollm_layers(2), tmp_path_factory.mktemp("smollm-seq")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=1, dtype=torch.float32)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    return PoolingBackend(str(out), "sequence_classification", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +54,7 @@ def minilm_tok() -> PoolingBackend:
 
 @pytest.fixture(scope="module")
 def smollm_lm() -> PoolingBackend:
-    return PoolingBackend(str(smollm_dir()), "lm_logits", device="cpu")
+    return PoolingBackend(smollm_layers(2), "lm_logits", device="cpu")
 
 
 def token_batches(backend: PoolingBackend, max_length: int) -> list[list[int]]:
@@ -70,6 +83,7 @@ def test_sequence_batched_equals_single(request: pytest.FixtureRequest, backend_
     batch = token_batches(backend, 48)
     single = [backend.sequence_logits([ids])[0][0] for ids in batch]  # no padding at all
     assert len(set(round(s, 6) for s in single)) == len(single), "distinct inputs should get distinct scores"
+    assert max(single) - min(single) > 100 * ATOL, single  # by far more than the tolerance
     default = backend.padding_side
     try:
         for side in padding_sides:
