@@ -1,8 +1,12 @@
-"""A real TRL GRPOTrainer (trl 1.16.0) trains SmolLM2-135M for 2 optimizer steps with rewardsvc reward
+"""A real TRL GRPOTrainer (trl 1.16.0) trains a policy for 2 optimizer steps with rewardsvc reward
 functions (the README's TRL snippet: `math` sync, `rm` async, and the other way round), on a standard
 and a conversational dataset; the rewards TRL logs are the server's scores for the same completions.
 Then the server is stopped under a running step: restarted inside the connect wait, the step finishes;
 left down, the reward call fails with UNAVAILABLE naming the address.
+
+Nothing here depends on how good the policy's completions are (the served `rm` is the real trained
+cache:default-rm, and its scores are checked to vary), so the policy is SmolLM2-135M-Instruct cut to
+its first 2 layers (tests/causal_support.py: real weights, the same tokenizer and chat template).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import threading
 
 import grpc
 import pytest
+from causal_support import smollm_layers
 from readme_snippets import trainer_snippet
 from support import ServerProcess
 
@@ -36,9 +41,8 @@ def server() -> ServerProcess:
 
 
 def model_path() -> str:
-    from rewardsvc.backends.gguf import model_dir
-
-    return str(model_dir("bundled:smollm2-135m-instruct"))
+    """The policy: generation and GRPO steps only, so SmolLM2's first 2 layers."""
+    return smollm_layers(2)
 
 
 def grpo_args(tmp_path, steps: int = 2):
