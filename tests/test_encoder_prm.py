@@ -1,7 +1,9 @@
 """The prm scorer: one step score per step in all three checkpoint formats, batched == single with
 left and right padding, aggregation formulas, invalid items.
 
-Random-init heads on real backbones (MiniLM, SmolLM2): shapes and batching only.
+Random-init heads on real backbones (MiniLM; SmolLM2 cut to its first two layers, `smollm_layers(2)`,
+for the step_tag format, whose +/- tokens it reads with its own LM head): shapes and batching only,
+which hold for any weights.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import asyncio
 import math
 
 import pytest
+from causal_support import smollm_layers
+from encoder_models import minilm_dir, read_jsonl
 
-from encoder_models import minilm_dir, read_jsonl, smollm_dir
 from rewardsvc.config import parse_config
 from rewardsvc.errors import InvalidOptionsError
 from rewardsvc.scorers.prm import aggregate
@@ -19,6 +22,11 @@ from rewardsvc.service import ScoringService
 from rewardsvc.types import ErrorCode, Item
 
 ATOL = 1e-4
+LOGIT_TOL = 1e-3  # on a step score's log-odds: the raw logit difference it came from
+
+
+def log_odds(p: float) -> float:
+    return math.log(p) - math.log1p(-p)
 
 
 def prm_items(n: int, max_steps: int = 4) -> list[Item]:
@@ -79,7 +87,12 @@ def check_batched_equals_single(config: dict, items: list[Item]) -> list:
         assert len(b.step_scores) == len(it.steps)
         assert all(0.0 <= x <= 1.0 for x in b.step_scores)
         assert b.step_scores == pytest.approx(s.step_scores, abs=ATOL)
+        # Also in log-odds: a head that puts every p near 0 or 1 (the cut SmolLM2 reading +/-) still differs there.
+        assert [log_odds(x) for x in b.step_scores] == pytest.approx([log_odds(x) for x in s.step_scores],
+                                                                      abs=LOGIT_TOL)
         assert b.score == pytest.approx(min(b.step_scores))
+    every = [log_odds(x) for s in singles for x in s.step_scores]
+    assert max(every) - min(every) > 100 * LOGIT_TOL, every  # by far more than the tolerance: a bug would show
     return batched
 
 
@@ -102,10 +115,11 @@ def test_step_token_format() -> None:
 
 @pytest.mark.slow
 def test_step_tag_format_on_a_causal_lm() -> None:
-    cfg = {"scorers": {"prm": {"type": "prm", "model": str(smollm_dir()), "format": "step_tag",
+    cfg = {"scorers": {"prm": {"type": "prm", "model": smollm_layers(2), "format": "step_tag",
                                "positive_token": "+", "negative_token": "-", "device": "cpu",
                                "max_length": 160}}}
-    items = [Item(id=str(i), prompt=it.prompt, steps=[s[:80] for s in it.steps]) for i, it in enumerate(prm_items(3, 3))]
+    items = [Item(id=str(i), prompt=it.prompt, steps=[s[:80] for s in it.steps])
+             for i, it in enumerate(prm_items(3, 3))]
     check_batched_equals_single(cfg, items)
 
 
@@ -130,7 +144,7 @@ def test_response_split_on_the_separator_and_invalid_items() -> None:
 
     # A bad option is the request's fault, not the items': INVALID_ARGUMENT on the wire.
     for bad in ({"aggregation": "median"}, {"aggregation": "pure", "pure_temperature": 0}):
-        with pytest.raises(InvalidOptionsError, match="median|pure_temperature must be > 0"):
+        with pytest.raises(InvalidOptionsError, match=r"median|pure_temperature must be > 0"):
             score(cfg, "prm", [items[:1]], bad)
 
 
