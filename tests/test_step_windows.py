@@ -1,12 +1,15 @@
 """Step-preserving windows: a PRM input longer than max_length is scored in pieces, every step once.
 
-The real MiniLM tokenizer (what the default PRM reads with) on PRMBench and MATH-style steps.
+The real MiniLM tokenizer (what the default PRM reads with) on PRMBench and MATH-style steps. The
+scorer test runs a seeded random token-classification head on MiniLM cut to its first encoder layer:
+it checks that every step of a 4096-token solution gets a score, which holds for any weights.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -80,12 +83,26 @@ def test_a_step_longer_than_the_window_keeps_its_end() -> None:
     assert len(cut.ids) == 128 and cut.ids[-10:] == tail[-10:]
 
 
+def one_layer_token_prm(out: Path) -> Path:
+    """MiniLM's first encoder layer under minilm_dir's seeded two-label token head (real embeddings and
+    tokenizer): a forward over 4096 tokens costs ~1/4 of the six-layer model's."""
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    src = minilm_dir("token", 2)
+    model = AutoModelForTokenClassification.from_pretrained(src)
+    model.bert.encoder.layer = model.bert.encoder.layer[:1]
+    model.config.num_hidden_layers = 1
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    return out
+
+
 @pytest.mark.slow
-def test_prm_scorer_scores_a_4096_token_solution_instead_of_rejecting_it() -> None:
+def test_prm_scorer_scores_a_4096_token_solution_instead_of_rejecting_it(tmp_path: Path) -> None:
     prompt, steps = long_solution(4096)
     short = Item(id="short", prompt=prompt, steps=steps[:3])
     long = Item(id="long", prompt=prompt, steps=steps)
-    cfg = {"scorers": {"prm": {"type": "prm", "model": str(minilm_dir("token", 2)), "device": "cpu",
+    cfg = {"scorers": {"prm": {"type": "prm", "model": str(one_layer_token_prm(tmp_path / "prm")), "device": "cpu",
                                "max_length": 512}}}
 
     async def main() -> list[Any]:
