@@ -11,6 +11,8 @@ its first 2 layers (tests/causal_support.py: real weights, the same tokenizer an
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import signal
 import socket
 import threading
@@ -96,6 +98,20 @@ def train_and_compare(server: ServerProcess, tmp_path, dataset, reward_funcs: li
             assert means == pytest.approx([sum(s) / len(s) for s in served], rel=1e-6), name
             if scorer == "rm":  # real model outputs, not a constant: the comparisons above can fail
                 assert len({r for step in served for r in step}) > 1
+    # The cut-down policy seldom writes a checkable answer, so its math rewards are mostly 0.0: the
+    # very math function TRL called tells a right answer (1.0) from a wrong one (0.0) in the format
+    # TRL passed (text or chat messages), so a math function that scored nothing would fail here.
+    [math_func] = [f for f in reward_funcs if f.__name__ == "rewardsvc_math"]
+    prompts, completions, answers = capture.calls[-1]
+
+    def completion(text: str) -> object:
+        return [{"role": "assistant", "content": text}] if isinstance(completions[0], list) else text
+
+    probe = [completion(f"So the answer is \\boxed{{{answers[0]}}}."), completion("So the answer is \\boxed{-1}.")]
+    rewards = math_func(prompts=[prompts[0]] * 2, completions=probe, answer=[answers[0]] * 2)
+    if inspect.iscoroutine(rewards):
+        rewards = asyncio.run(rewards)
+    assert rewards == [1.0, 0.0]
 
 
 def test_grpo_standard_dataset_math_sync_rm_async(server, tmp_path) -> None:
