@@ -8,8 +8,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "metrics.png"
 
@@ -51,8 +49,11 @@ def plot(out: Path, plot_metrics: tuple[str, ...]) -> None:
     evals = [r for r in rows if any(k.startswith("eval_") for k in r)]
     if not train:
         return
+    # Imported here: matplotlib costs every trainer process ~0.7 CPU-s to import, plotting or not.
     # A bare Figure renders with Agg and touches no global pyplot state.
-    fig = Figure(figsize=(11, 4))
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     steps = [r["step"] for r in train]
     ax1.plot(steps, [r["loss"] for r in train], alpha=0.3, color="C0", label="train loss")
@@ -74,7 +75,6 @@ def plot(out: Path, plot_metrics: tuple[str, ...]) -> None:
     ax2.set_xlabel("step")
     ax2.set_title(", ".join(plot_metrics))
     ax2.legend()
-    fig.tight_layout()
     fig.savefig(out / PLOT_FILE, dpi=100)
 
 

@@ -12,6 +12,8 @@ from rewardsvc.evaluation.metrics import calibration
 from rewardsvc.evaluation.suites import Summary
 from rewardsvc.types import Result
 
+# Laid out while drawing: tight_layout() before savefig drew every figure twice.
+LAYOUT = "constrained"
 PLOTS = {"scores": "scores.png", "reliability": "reliability.png", "subsets": "subsets.png"}
 
 
@@ -63,7 +65,7 @@ def markdown(header: dict[str, Any], summary: Summary, plots: dict[str, str]) ->
 def _plot_scores(summary: Summary, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout=LAYOUT)
     series = {k: v for k, v in summary.distributions.items() if v}
     if series:
         lo = min(min(v) for v in series.values())
@@ -80,7 +82,6 @@ def _plot_scores(summary: Summary, path: Path, title: str) -> None:
     ax.set_xlabel("score")
     ax.set_ylabel("count")
     ax.set_title(f"{title}: {summary.distribution_title}", fontsize=10)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -93,7 +94,7 @@ def reliability_figure(summary: Summary, title: str) -> Any:
     import matplotlib.pyplot as plt
 
     cal = calibration(summary.reliability_probs, summary.reliability_labels)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = plt.subplots(figsize=(5.5, 5), layout=LAYOUT)
     ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1, label="perfectly calibrated")
     bins = [b for b in cal["bins"] if b["n"]]
     width = 1 / len(cal["bins"])
@@ -115,7 +116,6 @@ def reliability_figure(summary: Summary, title: str) -> Any:
     ece = cal["ece"]
     ax.set_title(f"{title}: reliability, ECE = {ece:.3f} (n={cal['n']})" if ece is not None else title, fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
     return fig
 
 
@@ -132,7 +132,7 @@ def _plot_bars(summary: Summary, path: Path, title: str) -> None:
 
     names = list(summary.bars)
     values = [summary.bars[n] or 0.0 for n in names]  # a missing value draws as 0 and is labelled n/a
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(names) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(names) + 2), 4.2), layout=LAYOUT)
     pos = range(len(names))
     bars = ax.bar(pos, values, color="steelblue")
     for b, n in zip(bars, names):
@@ -145,7 +145,6 @@ def _plot_bars(summary: Summary, path: Path, title: str) -> None:
     top = max([1.0, *values])
     ax.set_ylim(min(0.0, min(values, default=0.0)), top * 1.08)
     ax.set_title(f"{title}: {summary.bars_title}", fontsize=10)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
