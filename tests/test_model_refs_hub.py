@@ -120,6 +120,22 @@ def test_server_refuses_an_unknown_id_naming_what_it_tried(offline_cache: tuple[
     assert "Hugging Face Hub id" in out and "the cache has no copy" in out, out
 
 
+def test_an_unknown_id_fails_before_torch_is_imported(offline_cache: tuple[Path, dict[str, Path]]) -> None:
+    """A misnamed model fails at once: the classification backend resolves it before importing torch and
+    transformers (~4 CPU-s), which a server that is about to refuse its config never needs."""
+    cache, _ = offline_cache
+    code = ("import sys\n"
+            "from rewardsvc.backends.pooling import PoolingBackend\n"
+            "try:\n"
+            "    PoolingBackend('rewardsvc-tiny/no-such-model', 'sequence_classification', device='cpu')\n"
+            "except FileNotFoundError as exc:\n"
+            "    print('the cache has no copy' in str(exc), 'torch' in sys.modules, 'transformers' in sys.modules)\n")
+    env = {**__import__("os").environ, **H.server_env(cache)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.split() == ["True", "False", "False"], out.stdout + out.stderr
+
+
 def test_scorers_command_shows_what_each_id_resolved_to(offline_cache: tuple[Path, dict[str, Path]],
                                                         tmp_path: Path) -> None:
     cache, local = offline_cache

@@ -96,6 +96,16 @@ class PoolingBackend:
         padding_side: str = "auto",
         trust_remote_code: bool = False,
     ) -> None:
+        if task not in TASKS:
+            raise ValueError(f"task {task!r}: use one of {TASKS}")
+        # Before importing torch and transformers (~4 CPU-s): a model that isn't there fails at once.
+        self.resolved = resolve_model(model)
+        path = self.resolved.path
+        if path.is_file():
+            raise ValueError(
+                f"model {model!r} is a single file ({path.name}); classification scorers need an HF "
+                "directory with the trained head (config.json, weights, tokenizer)"
+            )
         import torch
         from transformers import (
             AutoConfig,
@@ -106,15 +116,6 @@ class PoolingBackend:
             AutoTokenizer,
         )
 
-        if task not in TASKS:
-            raise ValueError(f"task {task!r}: use one of {TASKS}")
-        self.resolved = resolve_model(model)
-        path = self.resolved.path
-        if path.is_file():
-            raise ValueError(
-                f"model {model!r} is a single file ({path.name}); classification scorers need an HF "
-                "directory with the trained head (config.json, weights, tokenizer)"
-            )
         self.path: Path = path
         self.task = task
         self.device = resolve_device(device)
