@@ -180,3 +180,53 @@ def test_judge_sft_lowers_the_verdict_loss_and_the_judge_scorer_reads_the_traine
     results = asyncio.run(served())
     assert all(r.error is None for r in results), results
     assert [r.details["probability"] for r in results] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_judge_loss_reads_logits_only_where_it_learns_and_equals_the_full_computation(
+        smollm_tokenizer: object) -> None:
+    """The judge step's LM head runs only at positions some row learns from: the loss, the token
+    accuracy and the eval verdict position are those of every position's logits; a model whose forward
+    takes no `logits_to_keep` gets every position and the same loss."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    from rewardsvc.trainers.judge import JudgeConfig, JudgePrompts, JudgeTask, encode_judge_examples, learnt_logits
+
+    tok = smollm_tokenizer
+    prompts = JudgePrompts(tok, JudgeConfig())
+    rows = read_jsonl(JUDGE)[:3]
+    encoded = [e for r in rows for e in encode_judge_examples(prompts, judge_example(r), 2048, False)]
+    assert len({len(e.context) for e in encoded}) == 3  # three context lengths: the kept spans differ by row
+    task = JudgeTask(JudgeConfig())
+    task.tokenizer = tok
+    batch = task.collate(encoded)
+    model = AutoModelForCausalLM.from_pretrained(smollm_layers(2)).eval()
+
+    with torch.no_grad():
+        loss, metrics = task.loss(model, batch)
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+        labels = batch["labels"][:, 1:]
+        expected = F.cross_entropy(full.reshape(-1, full.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        keep = labels != -100
+        accuracy = float((full.argmax(-1)[keep] == labels[keep]).float().mean())
+        logits, kept_labels, column = learnt_logits(model, batch)
+
+        class NoKeep(torch.nn.Module):  # a forward without logits_to_keep, like an older remote-code model
+            def __init__(self) -> None:
+                super().__init__()
+                self.inner = model
+
+            def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> object:
+                return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+        fallback, _ = task.loss(NoKeep(), batch)
+
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert metrics["token_accuracy"] == pytest.approx(accuracy)
+    assert float(fallback) == pytest.approx(float(expected), rel=1e-5)
+    assert logits.shape[1] < full.shape[1]  # fewer positions through the LM head than the batch has
+    for row, e in enumerate(encoded):  # the verdict position the eval reads is among the kept ones
+        assert torch.allclose(logits[row, column[len(e.context) - 1]], full[row, len(e.context) - 1], atol=1e-4)
+        assert kept_labels[row, column[len(e.context) - 1]] == e.target[0]

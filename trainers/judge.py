@@ -179,6 +179,28 @@ def encode_judge_examples(prompts: JudgePrompts, ex: JudgeExample, max_length: i
     return out
 
 
+def learnt_logits(model: Any, batch: dict[str, Any]) -> tuple[Any, Any, dict[int, int]]:
+    """(logits, labels, column): float logits only at the positions some row of the batch learns from
+    (position p predicts token p + 1), the labels there (-100 where that row learns nothing), and each
+    kept position's column. The LM head over a judge prompt's every position was most of a step's
+    compute, and its float copy most of the step's memory (batch x length x vocabulary); only the
+    target tokens carry loss. Models whose forward takes no `logits_to_keep` get every position."""
+    import inspect
+
+    import torch
+
+    labels = batch["labels"][:, 1:]
+    kept = (labels != -100).any(0).nonzero().flatten()
+    forward = getattr(model, "module", model).forward  # unwrapped from DistributedDataParallel
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if "logits_to_keep" in inspect.signature(forward).parameters:
+        logits = model(**inputs, logits_to_keep=kept).logits
+    else:
+        kept = torch.arange(labels.shape[1], device=labels.device)
+        logits = model(**inputs).logits[:, :-1]
+    return logits.float(), labels[:, kept], {int(p): j for j, p in enumerate(kept.tolist())}
+
+
 class JudgeTask(Task):
     plot_metrics = ("token_accuracy", "verdict_accuracy", "verdict_auroc")
     headline = "eval_verdict_accuracy"
@@ -232,9 +254,7 @@ class JudgeTask(Task):
         import torch
         import torch.nn.functional as F
 
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        logits = out.logits[:, :-1].float()
-        labels = batch["labels"][:, 1:]
+        logits, labels, _ = learnt_logits(model, batch)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
         with torch.no_grad():
             keep = labels != -100
@@ -261,13 +281,12 @@ class JudgeTask(Task):
             chunk = examples[i:j]
             batch = {k: v.to(device) for k, v in self.collate(chunk).items()}
             with autocast() if autocast else contextlib.nullcontext():
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
-            nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:], ignore_index=-100,
-                                  reduction="sum")
+                logits, labels, column = learnt_logits(model, batch)
+            nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="sum")
             total_nll += float(nll)
             total_tokens += int((batch["labels"] != -100).sum())
             for row, e in enumerate(chunk):
-                at = logits[row, len(e.context) - 1]  # predicts the first answer token
+                at = logits[row, column[len(e.context) - 1]]  # predicts the first answer token
                 if e.candidates is not None:
                     pos, neg = e.candidates
                     p = torch.softmax(at, -1)
