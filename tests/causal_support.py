@@ -1,4 +1,4 @@
-"""Causal-LM test helpers: one SmolLM2 per test session, a perturbed copy, the GSM8K judge pairs.
+"""Causal-LM test helpers: one SmolLM2 per test session, SmolLM2 cut to its first layers, the GSM8K judge pairs.
 
 The backend registry (`rewardsvc.backends.causal_lm.acquire`) shares loaded models by name; holding
 one reference here for the whole session keeps SmolLM2 loaded once across test modules and the
@@ -27,34 +27,6 @@ def smollm() -> Any:
         if "smollm" not in _held:
             _held["smollm"] = acquire(SMOLLM)
         return _held["smollm"]
-
-
-def perturbed_smollm(directory: Path) -> str:
-    """A copy of SmolLM2 with 1% seeded noise on its weights, saved once to `directory`: a real,
-    different model with the same tokenizer (a stand-in for a fine-tuned policy)."""
-    import torch
-
-    with _lock:
-        if "perturbed" in _held:
-            return _held["perturbed"]
-        lm = _held.get("smollm")
-    lm = lm or smollm()
-    out = directory / "smollm2-perturbed"
-    if not (out / "config.json").exists():
-        from transformers import AutoModelForCausalLM
-
-        from rewardsvc.backends.gguf import model_dir
-
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir(SMOLLM)), dtype=torch.float32)
-        gen = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.mul_(1 + 0.01 * torch.randn(p.shape, generator=gen))
-        model.save_pretrained(out)
-        lm.tokenizer.save_pretrained(out)
-    with _lock:
-        _held["perturbed"] = str(out)
-    return str(out)
 
 
 def smollm_layers(n: int = 2) -> str:
