@@ -32,13 +32,24 @@ def math_server() -> Iterator[ServerProcess]:
         yield srv
 
 
+# The modules that hold a worker longest, mostly waiting (a local Ray cluster starts in ~20-40 s, twice
+# in test_ray_start): started first, while the other workers fill the cores.
+START_FIRST = ("test_ray_start.py", "test_ray_serve.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules with the most slow tests first (stable otherwise). `make test` runs a file per xdist
-    worker (--dist loadfile, module fixtures made once); a long module that started last would leave
-    the other core idle at the end."""
+    """START_FIRST, then modules with the most slow tests first (stable otherwise). `make test` runs a
+    file per xdist worker (--dist loadfile, module fixtures made once); a long module that started last
+    would leave the other workers idle at the end."""
     slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
     first_seen = {path: i for i, path in reversed(list(enumerate(item.path for item in items)))}
-    items.sort(key=lambda item: (-slow[item.path], first_seen[item.path]))
+
+    def order(item: pytest.Item) -> tuple[int, int, int]:
+        name = item.path.name
+        first = START_FIRST.index(name) if name in START_FIRST else len(START_FIRST)
+        return first, -slow[item.path], first_seen[item.path]
+
+    items.sort(key=order)
 
 
 def read_jsonl(path: Path) -> list[dict]:
