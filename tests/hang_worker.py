@@ -7,12 +7,16 @@ import time
 from rewardsvc.verifiers.workerpool import serve_jobs
 
 _held: list[bytes] = []
+#: The process that imported this module: the worker itself, or the pool's fork server it was forked from.
+IMPORTED_IN = os.getpid()
 
 
 def handle(job: dict) -> dict:
     action = job["action"]
     if action == "echo":
         return {"echo": job["value"], "pid": os.getpid()}
+    if action == "whoami":
+        return {"pid": os.getpid(), "imported_in": IMPORTED_IN}
     if action == "hang":  # ignores SIGALRM, so only the parent's kill ends it
         signal.signal(signal.SIGALRM, signal.SIG_IGN)
         while True:

@@ -94,3 +94,61 @@ def test_a_worker_is_retired_when_its_memory_grows_or_its_job_count_is_reached()
         await pool.close()
 
     run(main())
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_are_forked_from_a_fork_server_that_imported_the_module_once() -> None:
+    async def main() -> None:
+        pool = await _pool(2)
+        first = await asyncio.gather(*(pool.run({"action": "whoami"}, 10) for _ in range(2)))
+        server_pid = first[0]["imported_in"]
+        assert len({r["pid"] for r in first}) == 2
+        assert all(r["imported_in"] == server_pid != r["pid"] for r in first)  # not imported anew
+        for _ in range(3):  # each timeout replaces a worker: forked again, no new import
+            with pytest.raises(PoolTimeoutError):
+                await pool.run({"action": "hang"}, 0.5)
+        later = await asyncio.gather(*(pool.run({"action": "whoami"}, 10) for _ in range(2)))
+        assert all(r["imported_in"] == server_pid for r in later)
+        assert pool.replaced == 3 and pool.fork_servers_started == 1
+        workers = {r["pid"] for r in later}
+        await pool.close()
+        assert not any(_running(pid) for pid in workers | {server_pid})
+
+        alone = WorkerPool("hang_worker", 1, fork=False)  # the plain path: each worker imports for itself
+        await alone.start()
+        reply = await alone.run({"action": "whoami"}, 10)
+        assert reply["imported_in"] == reply["pid"] and alone.fork_servers_started == 0
+        await alone.close()
+
+    run(main())
+
+
+def test_a_killed_fork_server_is_replaced_and_its_workers_do_not_outlive_it() -> None:
+    async def main() -> None:
+        import os
+        import signal
+
+        pool = await _pool(1)
+        before = await pool.run({"action": "whoami"}, 10)
+        os.kill(before["imported_in"], signal.SIGKILL)
+        for _ in range(100):  # the pool hears of it through the closed control socket
+            if not _running(before["pid"]):
+                break
+            await asyncio.sleep(0.05)
+        assert not _running(before["pid"])
+        after = await pool.run({"action": "whoami"}, 30)  # the dead idle worker is replaced first
+        assert after["imported_in"] not in (before["imported_in"], after["pid"])
+        assert pool.fork_servers_started == 2
+        with pytest.raises(WorkerCrashedError, match="exit 3"):  # exit codes still come through
+            await pool.run({"action": "exit"}, 10)
+        await pool.close()
+
+    run(main())

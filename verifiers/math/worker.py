@@ -21,8 +21,16 @@ def handle(job: dict[str, Any]) -> dict[str, Any]:
         return {"verdict": verdict, "reason": f"{name} during the check"}
 
 
-if __name__ == "__main__":
+def prepare() -> None:
+    """Before the ready line, here or once in the pool's fork server (its workers inherit it): sympy's
+    deep recursion, the imports, and one check, which builds the parsers and caches math-verify makes
+    on first use (~130 ms), so a worker's first check is as fast as its others."""
     sys.setrecursionlimit(10_000)
-    import math_verify  # noqa: F401  (import before the ready line so the first check is fast)
+    from rewardsvc.verifiers.math.check import check
 
+    check("\\frac{1}{2}", "The answer is $\\boxed{0.5}$.", 5)
+
+
+if __name__ == "__main__":
+    prepare()
     serve_jobs(handle)
