@@ -152,3 +152,21 @@ def test_a_killed_fork_server_is_replaced_and_its_workers_do_not_outlive_it() ->
         await pool.close()
 
     run(main())
+
+
+def test_a_system_without_the_fork_server_s_sockets_gets_plain_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No AF_UNIX SOCK_SEQPACKET or pidfds (not Linux): the pool says so once and starts each worker on its
+    own, as it did before fork servers; it does not retry a fork server's full start for every worker."""
+    from rewardsvc.verifiers import forkserver
+
+    # A socket type the kernel refuses: socketpair() fails for real, as it would where SEQPACKET is missing.
+    monkeypatch.setattr(forkserver.socket, "SOCK_SEQPACKET", 0x7F)
+
+    async def main() -> None:
+        pool = await _pool(2)
+        replies = await asyncio.gather(*(pool.run({"action": "whoami"}, 10) for _ in range(2)))
+        assert all(r["imported_in"] == r["pid"] for r in replies)
+        assert pool.fork is False and pool.fork_servers_started == 0
+        await pool.close()
+
+    run(main())

@@ -129,7 +129,11 @@ class WorkerPool:
                     self.fork_servers_started += 1
                 return await self._fork_server.fork()
         except (OSError, RuntimeError, asyncio.TimeoutError) as exc:
-            log.warning("could not fork a %s worker (%s); starting it on its own", self.module, exc)
+            # E.g. no pidfds or SOCK_SEQPACKET on this system: the plain path from now on, rather than
+            # a fork server's full start on every spawn.
+            log.warning("could not fork a %s worker (%s); starting workers on their own from now on",
+                        self.module, exc)
+            self.fork = False
             return None
 
     async def start(self) -> None:
