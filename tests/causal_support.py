@@ -35,37 +35,24 @@ def smollm_layers(n: int = 2) -> str:
     the full model's: for tests of plumbing, padding and layout that hold for any weights (batched
     equals single, a trainer's checkpoint is what the server loads). Tests that claim the model
     judges or ranks well use the full SmolLM2."""
-    import shutil
+    from support import made_once
 
-    import torch
-    from filelock import FileLock
+    def build(out: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rewardsvc.backends.gguf import model_dir
-    from rewardsvc.model_refs import cache_dir
+        from rewardsvc.backends.gguf import model_dir
 
-    out = cache_dir() / "test-models" / f"smollm2-135m-instruct-first-{n}-layers"
-    done = out / "done.txt"
-    if done.exists():
-        return str(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out) + ".lock"):
-        if not done.exists():
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+        src = model_dir(SMOLLM)
+        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
+        model.model.layers = model.model.layers[:n]
+        model.config.num_hidden_layers = n
+        if getattr(model.config, "layer_types", None):
+            model.config.layer_types = model.config.layer_types[:n]
+        model.save_pretrained(out)
+        AutoTokenizer.from_pretrained(str(src)).save_pretrained(out)
 
-            src = model_dir(SMOLLM)
-            model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.float32)
-            model.model.layers = model.model.layers[:n]
-            model.config.num_hidden_layers = n
-            if getattr(model.config, "layer_types", None):
-                model.config.layer_types = model.config.layer_types[:n]
-            tmp = out.with_name(out.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(tmp)
-            AutoTokenizer.from_pretrained(str(src)).save_pretrained(tmp)
-            (tmp / "done.txt").write_text(f"the first {n} layers of {src}\n")
-            shutil.rmtree(out, ignore_errors=True)
-            tmp.rename(out)
-    return str(out)
+    return made_once(f"smollm2-135m-instruct-first-{n}-layers", build)
 
 
 def gsm8k_pairs() -> list[dict[str, Any]]:

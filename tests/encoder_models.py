@@ -61,31 +61,20 @@ def minilm_layers(n: int = 2) -> str:
     tests whose assertions hold for any weights (loss falls on the batches it fits, resume, DDP,
     Ctrl-C, progress lines, a checkpoint serves as trained). Claims that a model ranks or judges
     well use the full model or the trained cache:default-rm/default-prm."""
-    import torch
-    from filelock import FileLock
-    from transformers import AutoModel, AutoTokenizer
+    from support import made_once
 
-    from rewardsvc.model_refs import cache_dir
+    def build(out: Path) -> None:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
 
-    out = cache_dir() / "test-models" / f"all-minilm-l6-v2-first-{n}-layers"
-    done = out / "done.txt"
-    if done.exists():
-        return str(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(out) + ".lock"):
-        if not done.exists():
-            src = resolve_model_path("bundled:all-minilm-l6-v2")
-            model = AutoModel.from_pretrained(src, dtype=torch.float32)
-            model.encoder.layer = model.encoder.layer[:n]
-            model.config.num_hidden_layers = n
-            tmp = out.with_name(out.name + ".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(tmp)
-            AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
-            (tmp / "done.txt").write_text(f"the first {n} layers of {src}\n")
-            shutil.rmtree(out, ignore_errors=True)
-            tmp.rename(out)
-    return str(out)
+        src = resolve_model_path("bundled:all-minilm-l6-v2")
+        model = AutoModel.from_pretrained(src, dtype=torch.float32)
+        model.encoder.layer = model.encoder.layer[:n]
+        model.config.num_hidden_layers = n
+        model.save_pretrained(out)
+        AutoTokenizer.from_pretrained(src).save_pretrained(out)
+
+    return made_once(f"all-minilm-l6-v2-first-{n}-layers", build)
 
 
 @functools.cache

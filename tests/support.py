@@ -19,6 +19,31 @@ REPO = Path(__file__).resolve().parents[1]
 READY = re.compile(r"rewardsvc ready on (\S+)")
 
 
+def made_once(name: str, build: Any) -> str:
+    """`build(directory)` run once per machine into `<model cache>/test-models/<name>` (under a file lock:
+    xdist workers and the servers and trainers they start share it); its path."""
+    import shutil
+
+    from filelock import FileLock
+
+    from rewardsvc.model_refs import cache_dir
+
+    out = cache_dir() / "test-models" / name
+    done = out / "done.txt"
+    if done.exists():
+        return str(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if not done.exists():
+            tmp = out.with_name(out.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            build(tmp)
+            (tmp / "done.txt").write_text(f"{name}\n")
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
+    return str(out)
+
+
 class ServerProcess:
     """`with ServerProcess({"scorers": {...}}) as srv: RewardClient(srv.address)...`
 
