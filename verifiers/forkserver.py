@@ -49,21 +49,16 @@ class ForkedProcess:
         exited.add_done_callback(self._on_exit)
 
     def _on_exit(self, fut: asyncio.Future[int]) -> None:
+        self.kill()  # a no-op once reaped; a worker orphaned by a dead fork server dies here
         self.returncode = fut.result() if not fut.cancelled() and fut.exception() is None else LOST
-        self.kill_now()  # a no-op once reaped; a worker orphaned by a dead fork server dies here
         os.close(self._pidfd)
-        self._pidfd = -1
         for t in self._transports:
             t.close()
 
-    def kill_now(self) -> None:
-        if self._pidfd >= 0:
-            with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-
     def kill(self) -> None:
         if self.returncode is None:
-            self.kill_now()
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
 
     async def wait(self) -> int:
         return await asyncio.shield(self._exited)
@@ -269,7 +264,7 @@ def _become_worker(module: ModuleType, fds: list[int]) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.dup2(fds[0], 0)
         os.dup2(fds[1], 1)
-        os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115  (fd 0 is the worker's pipe now)
         serve_jobs(module.handle)
         code = 0
