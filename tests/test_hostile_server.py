@@ -92,6 +92,11 @@ class HealthProbe:
 
     def __enter__(self) -> "HealthProbe":
         self._thread.start()
+        # Probing before the request goes out: an item refused in a few ms used to finish before the
+        # probe's first check (checks == 0 under three xdist workers).
+        deadline = time.monotonic() + 60
+        while self.checks == 0 and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
         return self
 
     def __exit__(self, *exc: object) -> None:
