@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 
 ray = pytest.importorskip("ray", reason="Ray Serve tests need the rewardsvc[ray] extra: pip install 'rewardsvc[ray]'")
 serve = pytest.importorskip("ray.serve", reason="Ray Serve tests need ray[serve]: pip install 'rewardsvc[ray]'")
@@ -36,6 +42,7 @@ APP = "rewardsvc"
 TOKEN = uuid.uuid4().hex
 TOKEN_ENV = "REWARDSVC_RAY_TEST_TOKEN"
 CALLS, PER_CALL = 50, 10
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _rm_stanza() -> dict:
@@ -195,3 +202,33 @@ def test_sigterm_deletes_the_application(ray_server: ServerProcess) -> None:
     assert ray_server.terminate(120) == 0
     assert APP not in serve.status().applications
     assert "rewardsvc: stopped" in ray_server.output
+
+
+def test_replicas_a_joined_cluster_cannot_place_fail_after_the_start_timeout_with_their_ask(
+        cluster: str, tmp_path) -> None:
+    """On a cluster it joins (which may grow, or free resources) the CLI waits ray.start_timeout_s for
+    replicas that don't fit, reporting progress, then fails with each waiting deployment's ask against
+    what the cluster has, and removes the application. Runs after the module's application is gone:
+    two replicas of 1.5 CPUs on this 2-CPU cluster, of which one can be placed."""
+    app = "rewardsvc-too-big"
+    config = {"server": {"auth_token_env": TOKEN_ENV},
+              "scorers": {"math": {"type": "math", "workers": 0, "timeout_s": 10.0}},
+              "ray": {"app_name": app, "http_port": free_port(), "start_timeout_s": 10,
+                      "ingress": {"ray_actor_options": {"num_cpus": 0}},
+                      "scorers": {"math": {"num_replicas": 2, "ray_actor_options": {"num_cpus": 1.5}}}}}
+    path = tmp_path / "too-big.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.run([sys.executable, "-m", "rewardsvc.cli", "serve", "--ray", "--ray-address", cluster,
+                           "--config", str(path)], cwd=REPO, env={**os.environ, TOKEN_ENV: TOKEN},
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-3000:]
+    assert "math: 2 x {CPU: 1.5}" in out  # the plan
+    assert "warning: the replicas ask for {CPU: 3} and the cluster has {CPU: 2}" in out
+    assert "start fails after ray.start_timeout_s=10s" in out
+    assert "did not start application 'rewardsvc-too-big' within 10s (ray.start_timeout_s)" in out
+    # One replica's 1.5 CPUs are reserved once Ray places it, running yet or not; the other can't be placed.
+    assert re.search(r"math: [01]/2 replicas running; each asks for \{CPU: 1\.5\}, all 2 \{CPU: 3\}; the cluster "
+                     r"has \{CPU: 2\} in all, \{CPU: 0\.5\} free: can't be scheduled", out), out[-3000:]
+    assert "Traceback" not in out and "rewardsvc ready" not in out
+    assert app not in serve.status().applications

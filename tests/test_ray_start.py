@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -74,20 +75,20 @@ def _serve(tmp_path: Path, ray_section: dict, token: str, timeout_s: float = 600
 @pytest.mark.timeout(900)  # two local Ray clusters start and stop on 2 shared cores
 def test_unschedulable_replicas_fail_with_their_ask_and_the_defaults_fit(tmp_path: Path) -> None:
     cpus = os.cpu_count() or 1
-    # Two replicas of a whole machine each: one fits, the other never can.
-    # The timeout is waited out in full (one replica never fits); it must also outlast the first
-    # replica's start on a loaded machine: `make test` runs three workers on two cores, where 20 s
-    # once ran out (and 60 s with four workers).
-    too_big = _serve(tmp_path, {"start_timeout_s": 90, "scorers": {
+    # Two replicas of a whole machine each on the local Ray the CLI starts: they can never both run
+    # there, so the start fails before anything deploys, not after ray.start_timeout_s (the timeout
+    # path, on a joined cluster that might grow, is tests/test_ray_serve.py's).
+    t0 = time.monotonic()
+    too_big = _serve(tmp_path, {"start_timeout_s": 600, "scorers": {
         "math": {"num_replicas": 2, "ray_actor_options": {"num_cpus": cpus}}}}, "t1")
     out, _ = too_big.communicate(timeout=600)
     assert too_big.returncode == 2, out[-3000:]
-    assert f"math: 2 x {{CPU: {cpus}}}" in out  # the plan, before anything starts
-    assert "warning: the replicas ask for {CPU: " in out and "start fails after ray.start_timeout_s=90s" in out
-    assert "math: 1/2 replicas running" in out, out[-4000:]  # progress per deployment
-    assert "did not start application 'rewardsvc' within 90s (ray.start_timeout_s)" in out
-    assert (f"math: 1/2 replicas running; each asks for {{CPU: {cpus}}}, all 2 {{CPU: {2 * cpus}}}; the cluster "
-            f"has {{CPU: {cpus}}} in all, {{CPU: 0}} free: can't be scheduled") in out
+    assert time.monotonic() - t0 < 600  # did not wait the start timeout out
+    assert f"math: 2 x {{CPU: {cpus}}}" in out  # the plan, before the error
+    assert (f"the replicas ask for {{CPU: {2 * cpus}}} in all and this local Ray has {{CPU: {cpus}}}: "
+            "they can never all run here") in out, out[-3000:]
+    assert "num_replicas" in out and "--ray-address" in out  # what to do about it
+    assert "replicas running" not in out and "start fails after" not in out  # nothing was deployed
     assert "Traceback" not in out and "rewardsvc ready" not in out
 
     # The same two replicas with num_cpus unset share the machine and serve.

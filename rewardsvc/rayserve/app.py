@@ -35,7 +35,7 @@ from rewardsvc.config import Config, ScorerSpec
 from rewardsvc.errors import ConfigError, RewardServiceError, UnknownScorerError
 from rewardsvc.rayserve.layout import INGRESS_NAME, asks, deployment_order, fit_workers, peer_names, with_cpu_defaults
 from rewardsvc.rayserve.options import RayConfig
-from rewardsvc.rayserve.startup import cluster_resources, plan_lines, wait_running
+from rewardsvc.rayserve.startup import cluster_resources, never_fits, plan_lines, wait_running
 from rewardsvc.registry import scorer_class, scorer_infos
 from rewardsvc.scorers.base import Scorer
 from rewardsvc.server.app import SERVICE_NAME, RewardServicer
@@ -264,7 +264,8 @@ def _say(line: str) -> None:
 
 def start(config: Config, address: str | None = None, say: Callable[[str], None] = _say) -> str:
     """Deploy the application on Ray (connecting or starting it), reporting each deployment's replicas as
-    they start; returns the gRPC address clients use. RayStartError after ray.start_timeout_s."""
+    they start; returns the gRPC address clients use. RayStartError after ray.start_timeout_s, or at
+    once when the replicas can never all fit on the local Ray this call started."""
     check_servable(config)
     rc: RayConfig = config.ray or RayConfig()
     port = rc.grpc_port or config.server.port or free_port()
@@ -282,8 +283,10 @@ def start(config: Config, address: str | None = None, say: Callable[[str], None]
     config = dataclasses.replace(config, ray=rc)
     plan = asks(rc, deployment_order(config))
     where_ray = "a local Ray" if local else f"the Ray cluster at {ray.get_runtime_context().gcs_address}"
-    for line in plan_lines(plan, total, where_ray, rc.start_timeout_s):
+    for line in plan_lines(plan, total, where_ray, rc.start_timeout_s, can_grow=not local):
         say(line)
+    if local and (error := never_fits(plan, total)):
+        raise error
     t0 = time.monotonic()
     serve.start(
         proxy_location=rc.proxy_location,

@@ -1,5 +1,6 @@
 """`serve --ray` start-up: what the layout reserves against what the cluster has, progress per deployment
-while replicas start, and a clear failure after `ray.start_timeout_s` when they can't all run.
+while replicas start, and a clear failure after `ray.start_timeout_s` when they can't all run (at once,
+before anything deploys, when they can never all fit on a local Ray).
 
 Ray Serve itself waits without a word for replicas the cluster can't place (`serve.run` blocks until
 the application runs); here the wait is watched through `serve.status()` and explained.
@@ -32,19 +33,37 @@ def cluster_resources() -> tuple[dict[str, float], dict[str, float]]:
     return dict(ray.cluster_resources()), dict(ray.available_resources())
 
 
-def plan_lines(plan: Sequence[Ask], have: dict[str, float], where: str, timeout_s: float) -> list[str]:
-    """What each deployment reserves; a warning when the sum passes what the cluster has."""
+def plan_lines(plan: Sequence[Ask], have: dict[str, float], where: str, timeout_s: float,
+               can_grow: bool = True) -> list[str]:
+    """What each deployment reserves; a warning when the sum passes what a cluster that `can_grow` has
+    (on one that can't, `never_fits` is the error that follows)."""
     keys = sorted({k for a in plan for k in a.per_replica}, key=lambda k: (k != "CPU", k != "GPU", k))
     lines = [f"rewardsvc ray: deploying on {where} with {describe(have, keys or ['CPU'])} in all:"]
     lines += [f"  {a.deployment}: {a.replicas} x {describe(a.per_replica)}" for a in plan]
     short = shortfall(summed([a.total for a in plan]), have)
-    if short:
+    if short and can_grow:
         asked = ", ".join(f"{k}: {need:g}" for k, (need, _) in short.items())
         there = ", ".join(f"{k}: {got:g}" for k, (_, got) in short.items())
         lines.append(f"rewardsvc ray: warning: the replicas ask for {{{asked}}} and the cluster has {{{there}}}: "
                      "those that don't fit wait for resources (an autoscaling cluster may add nodes); start "
                      f"fails after ray.start_timeout_s={timeout_s:g}s")
     return lines
+
+
+def never_fits(plan: Sequence[Ask], have: dict[str, float]) -> RayStartError | None:
+    """The error for a plan that asks for more than a cluster that can't grow (a local Ray this process
+    started: no autoscaler, nothing else frees resources) holds in all; None when it fits. Ray Serve
+    would wait for those replicas forever; failing before anything deploys saves ray.start_timeout_s."""
+    short = shortfall(summed([a.total for a in plan]), have)
+    if not short:
+        return None
+    asked = ", ".join(f"{k}: {need:g}" for k, (need, _) in short.items())
+    there = ", ".join(f"{k}: {got:g}" for k, (_, got) in short.items())
+    return RayStartError(
+        f"the replicas ask for {{{asked}}} in all and this local Ray has {{{there}}}: they can never all run "
+        "here (a local Ray does not grow). Ask for less (ray.scorers.NAME.num_replicas, ray_actor_options."
+        "num_cpus / num_gpus / memory_mb), leave num_cpus unset so the replicas share this machine's CPUs, "
+        "or join a bigger cluster (--ray-address or ray.address).")
 
 
 def _count(states: dict[Any, int], name: str) -> int:
