@@ -60,8 +60,10 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
         # accepted ones finish, so no call reaches gRPC's own shutdown, which cancels what it holds.
         self.draining = False
         self.in_flight = 0
+        self.last_arrival = 0.0  # time.monotonic() of the latest Score request, refused ones included
 
     async def _score(self, request: pb.ScoreRequest, peer: str | None = None) -> pb.ScoreResponse:
+        self.last_arrival = time.monotonic()
         if self.draining:
             raise _NotReady(DRAINING)
         if not self.ready:
@@ -206,6 +208,9 @@ class _NotReady(Exception):
 
 
 LOADING = "server is still loading its scorers; retry shortly"
+# The drain's quiet moment: no Score call for DRAIN_QUIET_S, waited for at most DRAIN_QUIET_MAX_S.
+DRAIN_QUIET_S = 0.3
+DRAIN_QUIET_MAX_S = 3.0
 DRAINING = "server is shutting down (draining in-flight calls); retry on another server or after its restart"
 
 
@@ -374,6 +379,12 @@ class RewardServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while self.servicer.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        # Then a quiet moment: a caller whose answer just went out often sends its next call at once.
+        # Reaching the servicer, that call is refused with UNAVAILABLE (retry elsewhere); still queued
+        # in gRPC when its shutdown starts, it would be CANCELLED, which clients do not retry.
+        quiet_until = min(deadline, loop.time() + DRAIN_QUIET_MAX_S)
+        while loop.time() < quiet_until and time.monotonic() - self.servicer.last_arrival < DRAIN_QUIET_S:
             await asyncio.sleep(0.05)
         if self._server is not None:
             await self._server.stop(max(0.0, deadline - loop.time()))
