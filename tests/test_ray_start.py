@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -118,3 +119,21 @@ def test_unschedulable_replicas_fail_with_their_ask_and_the_defaults_fit(tmp_pat
     finally:
         fits.terminate()
         fits.communicate(timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_ray_serve_failing_to_start_is_a_clear_error_not_a_ray_traceback(tmp_path: Path) -> None:
+    """Ray Serve's own start-up can fail (its HTTP proxy can't bind its port here; on a busy machine its
+    proxy may miss Ray's fixed 60 s): the CLI exits 2 naming the cause, and the local Ray it started is
+    shut down with it."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _serve(tmp_path, {"http_port": port}, "t3")
+        out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 2, out[-3000:]
+    assert (f"Ray Serve did not start on a local Ray: RuntimeError: Failed to bind to address '127.0.0.1:{port}'. "
+            f"Its proxies listen on ray.http_port={port}") in out, out[-3000:]
+    assert "Traceback" not in out and "rewardsvc ready" not in out

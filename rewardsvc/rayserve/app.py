@@ -35,7 +35,7 @@ from rewardsvc.config import Config, ScorerSpec
 from rewardsvc.errors import ConfigError, RewardServiceError, UnknownScorerError
 from rewardsvc.rayserve.layout import INGRESS_NAME, asks, deployment_order, fit_workers, peer_names, with_cpu_defaults
 from rewardsvc.rayserve.options import RayConfig
-from rewardsvc.rayserve.startup import cluster_resources, never_fits, plan_lines, wait_running
+from rewardsvc.rayserve.startup import cluster_resources, never_fits, plan_lines, serve_failed, wait_running
 from rewardsvc.registry import scorer_class, scorer_infos
 from rewardsvc.scorers.base import Scorer
 from rewardsvc.server.app import SERVICE_NAME, RewardServicer
@@ -288,13 +288,16 @@ def start(config: Config, address: str | None = None, say: Callable[[str], None]
     if local and (error := never_fits(plan, total)):
         raise error
     t0 = time.monotonic()
-    serve.start(
-        proxy_location=rc.proxy_location,
-        http_options={"host": config.server.host, "port": rc.http_port},
-        grpc_options=gRPCOptions(
-            port=port, grpc_servicer_functions=SERVICER_FUNCTIONS, request_timeout_s=rc.request_timeout_s
-        ),
-    )
+    try:
+        serve.start(
+            proxy_location=rc.proxy_location,
+            http_options={"host": config.server.host, "port": rc.http_port},
+            grpc_options=gRPCOptions(
+                port=port, grpc_servicer_functions=SERVICER_FUNCTIONS, request_timeout_s=rc.request_timeout_s
+            ),
+        )
+    except Exception as exc:
+        raise serve_failed(exc, where_ray, rc.http_port, port) from exc
     # The app needs a route to be reachable through the proxies at all; gRPC ignores its value.
     # serve.run would block, silently, until every replica runs; this deploys and watches instead.
     serve._run(build_app(config), name=rc.app_name, route_prefix=f"/{rc.app_name}", _blocking=False)

@@ -28,6 +28,18 @@ class RayStartError(RewardServiceError):
     grpc_code = "UNAVAILABLE"
 
 
+def serve_failed(exc: Exception, where: str, http_port: int, grpc_port: int) -> RayStartError:
+    """Ray Serve's own start-up failing (its proxies can't bind their ports, or aren't ready within Ray's
+    fixed 60 s on a busy machine) as a RayStartError naming the cause instead of a Ray traceback."""
+    cause = getattr(exc, "cause", None) or exc  # a RayTaskError wraps what the actor raised
+    text = str(cause).strip().splitlines()
+    last = text[-1].rstrip(".") if text else "(no message)"
+    return RayStartError(
+        f"Ray Serve did not start on {where}: {type(cause).__name__}: {last}. Its proxies "
+        f"listen on ray.http_port={http_port} and gRPC port {grpc_port}: free them or pick others; on a busy "
+        "machine, retry. Ray Serve's logs: /tmp/ray/session_latest/logs/serve")
+
+
 def cluster_resources() -> tuple[dict[str, float], dict[str, float]]:
     """(in all, free now) as Ray counts them."""
     return dict(ray.cluster_resources()), dict(ray.available_resources())
