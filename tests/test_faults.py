@@ -60,10 +60,11 @@ def test_each_fault_is_an_item_error_and_the_server_stays_serving() -> None:
 
         threading.Thread(target=call_hanging, daemon=True).start()
         time.sleep(0.3)
-        t0 = time.perf_counter()
+        # Ordering, not a stopwatch: another scorer's call and a health check are answered while the hung
+        # call still hangs (it ends only at scorer_timeout_s=6); a blocked event loop would answer them after.
         assert c.score("math", [{"response": "\\boxed{3}", "reference": "3"}])[0].score == 1.0
         assert serving(srv.address)
-        assert time.perf_counter() - t0 < 2.0, "the event loop was blocked by the hung backend"
+        assert not done.is_set(), "answered only once the hung call timed out: the event loop was blocked"
         assert done.wait(30)
         assert hung[0].error is not None and hung[0].error.code.value == "timeout"
         assert "scorer_timeout_s" in hung[0].error.message
