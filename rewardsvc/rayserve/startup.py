@@ -54,12 +54,16 @@ def plan_lines(plan: Sequence[Ask], have: dict[str, float], where: str, timeout_
     lines += [f"  {a.deployment}: {a.replicas} x {describe(a.per_replica)}" for a in plan]
     short = shortfall(summed([a.total for a in plan]), have)
     if short and can_grow:
-        asked = ", ".join(f"{k}: {need:g}" for k, (need, _) in short.items())
-        there = ", ".join(f"{k}: {got:g}" for k, (_, got) in short.items())
+        asked, there = _asked_and_there(short)
         lines.append(f"rewardsvc ray: warning: the replicas ask for {{{asked}}} and the cluster has {{{there}}}: "
                      "those that don't fit wait for resources (an autoscaling cluster may add nodes); start "
                      f"fails after ray.start_timeout_s={timeout_s:g}s")
     return lines
+
+
+def _asked_and_there(short: dict[str, tuple[float, float]]) -> tuple[str, str]:
+    return (", ".join(f"{k}: {need:g}" for k, (need, _) in short.items()),
+            ", ".join(f"{k}: {got:g}" for k, (_, got) in short.items()))
 
 
 def never_fits(plan: Sequence[Ask], have: dict[str, float]) -> RayStartError | None:
@@ -69,8 +73,7 @@ def never_fits(plan: Sequence[Ask], have: dict[str, float]) -> RayStartError | N
     short = shortfall(summed([a.total for a in plan]), have)
     if not short:
         return None
-    asked = ", ".join(f"{k}: {need:g}" for k, (need, _) in short.items())
-    there = ", ".join(f"{k}: {got:g}" for k, (_, got) in short.items())
+    asked, there = _asked_and_there(short)
     return RayStartError(
         f"the replicas ask for {{{asked}}} in all and this local Ray has {{{there}}}: they can never all run "
         "here (a local Ray does not grow). Ask for less (ray.scorers.NAME.num_replicas, ray_actor_options."
