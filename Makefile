@@ -41,9 +41,9 @@ demo: install
 
 # Three pytest-xdist workers on this 2-core machine: many files spend much of their time waiting (servers
 # starting, timeouts and drains, Ray clusters), and a third worker fills that time (the whole suite:
-# 438 s with two, ~375-395 s with three, 424 s with four). Each test file stays on one worker, so module
-# fixtures (shared servers, loaded models, training runs) are made once, and tests/conftest.py starts the
-# Ray files first, then the files with the most slow tests. pytest's exit 5 (no tests collected) fails
+# 421 s with two, 397-404 s with three, 424 s with four; both cores are ~90% busy with three). Each test
+# file stays on one worker, so module fixtures (shared servers, loaded models, training runs) are made
+# once, and tests/conftest.py starts the Ray files first, then the files with the most slow tests. pytest's exit 5 (no tests collected) fails
 # the target.
 # PYTHONDONTWRITEBYTECODE is set on the development and CI machines; unset here, so pytest keeps its rewritten
 # test modules and the ~100 servers and CLIs the suite starts import compiled code (collection: 18.6 -> 10.7 s).
