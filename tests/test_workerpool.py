@@ -154,6 +154,29 @@ def test_a_killed_fork_server_is_replaced_and_its_workers_do_not_outlive_it() ->
     run(main())
 
 
+def test_a_worker_that_exits_while_its_pipes_connect_still_reports_its_exit_code() -> None:
+    """A forked worker can exit, and the fork server report it, while fork() is still connecting the
+    worker's pipes; fork() then returned nothing for it (KeyError: its exit future was already gone,
+    ~1 fork in 100 here). Workers that die at once (an unreadable memory limit) make the race common."""
+    async def main() -> None:
+        import os
+        import sys
+
+        from rewardsvc.verifiers.forkserver import ForkServer
+        from rewardsvc.verifiers.workerpool import MEMORY_ENV
+
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": os.pathsep.join(sys.path), MEMORY_ENV: "not-a-number"}
+        server = ForkServer("hang_worker", env, 1 << 20, 60.0)
+        await server.start()
+        try:
+            codes = [await (await server.fork()).wait() for _ in range(200)]
+        finally:
+            await server.close()
+        assert set(codes) == {1}  # each one forked, failed on the limit, and said so
+
+    run(main())
+
+
 def test_a_system_without_the_fork_server_s_sockets_gets_plain_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     """No AF_UNIX SOCK_SEQPACKET or pidfds (not Linux): the pool says so once and starts each worker on its
     own, as it did before fork servers; it does not retry a fork server's full start for every worker."""

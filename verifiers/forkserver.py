@@ -76,7 +76,8 @@ class ForkServer:
         self._proc: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
         self._ready: asyncio.Future[None] | None = None
-        self._pending: collections.deque[asyncio.Future[tuple[int, int]]] = collections.deque()
+        # Per fork in flight: (pid, pidfd, its exit future), set when the fork server names the worker.
+        self._pending: collections.deque[asyncio.Future[tuple[int, int, asyncio.Future[int]]]] = collections.deque()
         self._exits: dict[int, asyncio.Future[int]] = {}
 
     async def start(self) -> None:
@@ -107,11 +108,11 @@ class ForkServer:
         loop = asyncio.get_running_loop()
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
-        fut: asyncio.Future[tuple[int, int]] = loop.create_future()
+        fut: asyncio.Future[tuple[int, int, asyncio.Future[int]]] = loop.create_future()
         self._pending.append(fut)
         try:
             socket.send_fds(self._sock, [b"F"], [in_r, out_w])
-            pid, pidfd = await asyncio.wait_for(asyncio.shield(fut), self.startup_timeout_s)
+            pid, pidfd, exited = await asyncio.wait_for(asyncio.shield(fut), self.startup_timeout_s)
         except BaseException:
             fut.cancel()  # a late reply kills the worker it names (_on_message)
             os.close(in_w)
@@ -125,7 +126,8 @@ class ForkServer:
         wt, wp = await loop.connect_write_pipe(lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()),
                                                os.fdopen(in_w, "wb", 0))
         writer = asyncio.StreamWriter(wt, wp, None, loop)
-        return ForkedProcess(pid, pidfd, writer, reader, self._exits[pid], [rt, wt])
+        # `exited`, not self._exits[pid]: a worker that exits at once is popped from there while the pipes connect.
+        return ForkedProcess(pid, pidfd, writer, reader, exited, [rt, wt])
 
     def _on_message(self) -> None:
         assert self._sock is not None
@@ -147,18 +149,18 @@ class ForkServer:
             kind, pid_text, *rest = msg.decode().split()
             pid = int(pid_text)
             if kind == "P" and fds:
-                self._exits[pid] = loop.create_future()
+                exited = self._exits[pid] = loop.create_future()
                 fut = self._pending.popleft() if self._pending else None
                 if fut is None or fut.done():  # its caller gave up waiting: the worker is not wanted
                     with contextlib.suppress(ProcessLookupError):
                         signal.pidfd_send_signal(fds[0], signal.SIGKILL)
                     os.close(fds[0])
                 else:
-                    fut.set_result((pid, fds[0]))
+                    fut.set_result((pid, fds[0], exited))
             elif kind == "X":
-                exited = self._exits.pop(pid, None)
-                if exited is not None and not exited.done():
-                    exited.set_result(int(rest[0]))
+                gone = self._exits.pop(pid, None)
+                if gone is not None and not gone.done():
+                    gone.set_result(int(rest[0]))
 
     def _lost(self) -> None:
         """The fork server exited (or was killed): no fork from it, every worker it forked is killed."""
