@@ -19,6 +19,7 @@ from rewardsvc.config import parse_config
 from rewardsvc.rayserve.layout import asks, deployment_order, replica_resources, shortfall, summed, with_cpu_defaults
 
 REPO = Path(__file__).resolve().parents[1]
+RAY_STARTED = "Started a local Ray instance"  # ray.init's log line
 SCORERS = {"math": {"type": "math", "workers": 0},
            "double": {"type": "composite", "components": [{"scorer": "math", "weight": 2.0}]}}
 
@@ -57,6 +58,25 @@ def test_explicit_sizes_stay_and_the_rest_share_what_they_leave() -> None:
 ray = pytest.importorskip("ray", reason="Ray Serve tests need the rewardsvc[ray] extra: pip install 'rewardsvc[ray]'")
 
 
+def test_before_a_local_ray_starts_only_cpus_are_checked() -> None:
+    from rewardsvc.rayserve.app import _fail_if_never_fits
+    from rewardsvc.rayserve.startup import RayStartError
+
+    def config(ray_actor_options: dict) -> tuple:
+        cfg = parse_config({"scorers": SCORERS, "ray": {"scorers": {"math": {"num_replicas": 2,
+                                                                             "ray_actor_options": ray_actor_options}}}})
+        assert cfg.ray is not None
+        return cfg, cfg.ray
+
+    said: list[str] = []
+    # GPUs and memory are counted by the Ray that starts (the check after it): not refused here.
+    _fail_if_never_fits(*config({"num_gpus": 1, "memory_mb": 10**7}), {"CPU": 2.0}, said.append)
+    assert said == []
+    with pytest.raises(RayStartError, match=r"ask for \{CPU: 6\} in all and this local Ray has \{CPU: 2\}"):
+        _fail_if_never_fits(*config({"num_cpus": 3}), {"CPU": 2.0}, said.append)
+    assert said[0] == "rewardsvc ray: deploying on a local Ray with {CPU: 2} in all:" and "  math: 2 x {CPU: 3}" in said
+
+
 def _serve(tmp_path: Path, ray_section: dict, token: str, timeout_s: float = 600) -> subprocess.Popen[str]:
     from rewardsvc.rayserve.app import free_port
 
@@ -76,9 +96,9 @@ def _serve(tmp_path: Path, ray_section: dict, token: str, timeout_s: float = 600
 @pytest.mark.timeout(900)  # two local Ray clusters start and stop on 2 shared cores
 def test_unschedulable_replicas_fail_with_their_ask_and_the_defaults_fit(tmp_path: Path) -> None:
     cpus = os.cpu_count() or 1
-    # Two replicas of a whole machine each on the local Ray the CLI starts: they can never both run
-    # there, so the start fails before anything deploys, not after ray.start_timeout_s (the timeout
-    # path, on a joined cluster that might grow, is tests/test_ray_serve.py's).
+    # Two replicas of a whole machine each on the local Ray the CLI would start: they can never both run
+    # there, so the start fails before Ray starts, not after ray.start_timeout_s (the timeout path, on a
+    # joined cluster that might grow, is tests/test_ray_serve.py's).
     t0 = time.monotonic()
     too_big = _serve(tmp_path, {"start_timeout_s": 600, "scorers": {
         "math": {"num_replicas": 2, "ray_actor_options": {"num_cpus": cpus}}}}, "t1")
@@ -90,6 +110,7 @@ def test_unschedulable_replicas_fail_with_their_ask_and_the_defaults_fit(tmp_pat
             "they can never all run here") in out, out[-3000:]
     assert "num_replicas" in out and "--ray-address" in out  # what to do about it
     assert "replicas running" not in out and "start fails after" not in out  # nothing was deployed
+    assert RAY_STARTED not in out  # nor was Ray started
     assert "Traceback" not in out and "rewardsvc ready" not in out
 
     # The same two replicas with num_cpus unset share the machine and serve.
@@ -103,6 +124,7 @@ def test_unschedulable_replicas_fail_with_their_ask_and_the_defaults_fit(tmp_pat
             if line.startswith("rewardsvc ready on") or fits.poll() is not None:
                 break
         assert lines and lines[-1].startswith("rewardsvc ready on"), "\n".join(lines[-40:])
+        assert any(RAY_STARTED in line for line in lines)  # what the first case's check looks for
         assert f"  math: 2 x {{CPU: {int(100 * cpus / 2) / 100:g}}}" in lines
         assert "  Ingress: 1 x nothing" in lines
         assert "rewardsvc ray: math: 2/2 replicas running (ready)" in lines

@@ -265,7 +265,8 @@ def _say(line: str) -> None:
 def start(config: Config, address: str | None = None, say: Callable[[str], None] = _say) -> str:
     """Deploy the application on Ray (connecting or starting it), reporting each deployment's replicas as
     they start; returns the gRPC address clients use. RayStartError after ray.start_timeout_s, or at
-    once when the replicas can never all fit on the local Ray this call started."""
+    once when the replicas can never all fit on the local Ray this call starts (before starting it when
+    they ask for more CPUs than the machine has)."""
     check_servable(config)
     rc: RayConfig = config.ray or RayConfig()
     port = rc.grpc_port or config.server.port or free_port()
@@ -274,9 +275,14 @@ def start(config: Config, address: str | None = None, say: Callable[[str], None]
     if not ray.is_initialized():
         extra: dict[str, Any] = {}
         local = target is None and not os.environ.get("RAY_ADDRESS")
-        if local and config.server.host in ("127.0.0.1", "localhost"):
-            # A local cluster for a loopback server stays on loopback (Ray would use the host's IP).
-            extra["_node_ip_address"] = "127.0.0.1"
+        if local:
+            # CPUs are known before Ray starts (~10-20 s): a layout that can never fit them fails now. Ray gets
+            # exactly the count checked; GPUs and memory are checked once it runs.
+            extra["num_cpus"] = cpus = local_cpus()
+            _fail_if_never_fits(config, rc, {"CPU": cpus}, say)
+            if config.server.host in ("127.0.0.1", "localhost"):
+                # A local cluster for a loopback server stays on loopback (Ray would use the host's IP).
+                extra["_node_ip_address"] = "127.0.0.1"
         ray.init(address=target, include_dashboard=False, log_to_driver=False, **extra)
     total, _ = cluster_resources()
     rc = with_cpu_defaults(rc, [s.name for s in config.scorers], total.get("CPU", 0.0) if local else None)
@@ -307,6 +313,27 @@ def start(config: Config, address: str | None = None, say: Callable[[str], None]
     if not (target or "").startswith("ray://"):  # a Ray Client driver may not reach the cluster's ports
         wait_serving(where, max(10.0, rc.start_timeout_s - (time.monotonic() - t0)))
     return where
+
+
+def local_cpus() -> int:
+    """The CPUs a Ray started here would count (cgroup limits included), as Ray itself counts them."""
+    try:
+        from ray._private.utils import get_num_cpus
+
+        return int(get_num_cpus())
+    except (ImportError, AttributeError):  # a Ray without that private helper
+        return len(os.sched_getaffinity(0))
+
+
+def _fail_if_never_fits(config: Config, rc: RayConfig, have: dict[str, float], say: Callable[[str], None]) -> None:
+    """Before a local Ray starts: the plan and RayStartError when its replicas ask for more than `have`."""
+    rc = with_cpu_defaults(rc, [s.name for s in config.scorers], have["CPU"])
+    plan = asks(rc, deployment_order(config))
+    cpu_only = [dataclasses.replace(a, per_replica={"CPU": a.per_replica.get("CPU", 0.0)}) for a in plan]
+    if error := never_fits(cpu_only, have):
+        for line in plan_lines(plan, have, "a local Ray", rc.start_timeout_s, can_grow=False):
+            say(line)
+        raise error
 
 
 def head_node_ip() -> str:

@@ -1,6 +1,6 @@
 """`serve --ray` start-up: what the layout reserves against what the cluster has, progress per deployment
 while replicas start, and a clear failure after `ray.start_timeout_s` when they can't all run (at once,
-before anything deploys, when they can never all fit on a local Ray).
+when they can never all fit on a local Ray: before it starts for CPUs, before anything deploys for the rest).
 
 Ray Serve itself waits without a word for replicas the cluster can't place (`serve.run` blocks until
 the application runs); here the wait is watched through `serve.status()` and explained.
