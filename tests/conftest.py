@@ -23,6 +23,33 @@ DATA = Path(__file__).parent / "data"
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist, the controller starts the session's zygote for model servers (tests/zygote.py), under
+    the environment its workers have (so their servers' environment matches what it imported under)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or not config.getoption("numprocesses", None):
+        return
+    if "not slow" in (config.getoption("markexpr", "") or ""):
+        return  # the model servers are all in slow tests: `make test-fast` would pay its imports for nothing
+    import tempfile
+
+    from zygote import ENV_VAR, start_zygote
+
+    directory = tempfile.mkdtemp(prefix="rewardsvc-zygote-")
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    proc, os.environ[ENV_VAR] = start_zygote(env, directory)
+    config.add_cleanup(lambda: _stop_zygote(proc, directory))
+
+
+def _stop_zygote(proc: subprocess.Popen[str], directory: str) -> None:
+    import shutil
+
+    assert proc.stdin is not None
+    proc.stdin.close()  # its lifeline: it kills any children left and exits
+    proc.wait(30)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 MATH_CONFIG = {"scorers": {"math": {"type": "math", "workers": 2, "timeout_s": 5.0}}}
 
 

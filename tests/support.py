@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from zygote import ForkedProcess, zygote_for
 
 REPO = Path(__file__).resolve().parents[1]
 READY = re.compile(r"rewardsvc ready on (\S+)")
@@ -52,7 +53,9 @@ class ServerProcess:
     """
 
     def __init__(self, config: dict[str, Any], env: dict[str, str] | None = None,
-                 startup_timeout_s: float = 300.0, args: list[str] | None = None) -> None:
+                 startup_timeout_s: float = 300.0, args: list[str] | None = None, preimported: bool = False) -> None:
+        """`preimported`: a model server, forked from the session's zygote (tests/zygote.py) when one runs and
+        the variables read at import are the zygote's, so it skips ~7 CPU-s of torch and transformers imports."""
         self.config = dict(config)
         self.args = list(args or [])  # extra `serve` arguments, e.g. ["--ray", "--ray-address", ...]
         server = dict(self.config.get("server") or {})
@@ -64,7 +67,8 @@ class ServerProcess:
         self.startup_timeout_s = startup_timeout_s
         self.output: list[str] = []
         self.address = ""
-        self.proc: subprocess.Popen[str] | None = None
+        self.preimported = preimported
+        self.proc: subprocess.Popen[str] | ForkedProcess | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="rewardsvc-test-")
         self._ready = threading.Event()
 
@@ -78,13 +82,15 @@ class ServerProcess:
                 self._ready.set()
         self._ready.set()
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> ServerProcess:
         cfg_path = Path(self._tmp.name) / "config.yaml"
         cfg_path.write_text(yaml.safe_dump(self.config))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rewardsvc.cli", "serve", "--config", str(cfg_path), *self.args],
-            cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+        args = ["serve", "--config", str(cfg_path), *self.args]
+        if self.preimported and (zygote := zygote_for(self.env)):
+            self.proc = ForkedProcess(zygote, "rewardsvc.cli", args, str(REPO), self.env)
+        else:
+            self.proc = subprocess.Popen([sys.executable, "-m", "rewardsvc.cli", *args], cwd=REPO, env=self.env,
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._pump, daemon=True).start()
         if not self._ready.wait(self.startup_timeout_s) or not self.address:
             self.kill()
@@ -103,7 +109,7 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait(10)
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

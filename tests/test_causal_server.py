@@ -25,7 +25,7 @@ def client():
         "confidence": {"type": "confidence", "model": small},
         "implicit_prm": {"type": "implicit_prm", "model": small, "reference_model": small},
     }}
-    with ServerProcess(config) as srv, RewardClient(srv.address) as c:
+    with ServerProcess(config, preimported=True) as srv, RewardClient(srv.address) as c:
         yield c
 
 

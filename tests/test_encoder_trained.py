@@ -55,7 +55,7 @@ def config() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def client(config: dict[str, Any]) -> Iterator[RewardClient]:
-    with ServerProcess(config) as srv, RewardClient(srv.address) as c:
+    with ServerProcess(config, preimported=True) as srv, RewardClient(srv.address) as c:
         yield c
 
 

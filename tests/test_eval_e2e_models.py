@@ -59,7 +59,7 @@ def server():
     for name, scorer, scorer_type in (("default-rm", "rm", "classifier"), ("default-prm", "prm", "prm")):
         if is_prepared(name):
             scorers[scorer] = served_config(cache_dir() / "models" / name, scorer_type)
-    with ServerProcess({"scorers": scorers}) as srv:
+    with ServerProcess({"scorers": scorers}, preimported=True) as srv:
         yield srv
 
 

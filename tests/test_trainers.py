@@ -306,7 +306,7 @@ def test_served_rm_checkpoint_scores_equal_in_process_scores(rm_run: tuple[Path,
         prompt = [Message(m.role, m.content) for m in p.prompt]
         items += [Item(id=f"{i}c", prompt=prompt, response=p.chosen),
                   Item(id=f"{i}r", prompt=prompt, response=p.rejected)]
-    with ServerProcess(config) as srv, RewardClient(srv.address) as client:
+    with ServerProcess(config, preimported=True) as srv, RewardClient(srv.address) as client:
         results = client.score("rm", items)
     assert [r.id for r in results] == [it.id for it in items]
     assert all(r.error is None for r in results), [r.error for r in results]

@@ -68,7 +68,7 @@ def test_prm_run_reports_first_error_f1_and_its_checkpoint_is_served(tmp_path: P
     items = [Item(id=str(i), prompt=ex.prompt, steps=ex.steps) for i, ex in enumerate(examples)]
     # One item without `steps`: the server splits the response on the separator it was trained with.
     items.append(Item(id="joined", prompt=examples[0].prompt, response="\n".join(examples[0].steps)))
-    with ServerProcess(config) as srv, RewardClient(srv.address) as client:
+    with ServerProcess(config, preimported=True) as srv, RewardClient(srv.address) as client:
         results = client.score("prm", items)
     assert all(r.error is None for r in results), [r.error for r in results]
     for r, exp in zip(results, expected):

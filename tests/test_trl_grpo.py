@@ -38,7 +38,7 @@ QUESTIONS = [("What is 2 + 3? Put the answer in \\boxed{}.", "5"), ("What is 4 *
 
 @pytest.fixture(scope="module")
 def server() -> ServerProcess:
-    with ServerProcess(CONFIG) as srv:
+    with ServerProcess(CONFIG, preimported=True) as srv:
         yield srv
 
 
