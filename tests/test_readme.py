@@ -73,7 +73,7 @@ def free_port() -> int:
 def default_server() -> Iterator[ServerProcess]:
     """The built-in default config, as `make serve` hosts it (here on a free port)."""
     with ServerProcess(yaml.safe_load((REPO / "rewardsvc" / "default.yaml").read_text()),
-                       startup_timeout_s=600) as srv:
+                       startup_timeout_s=600, preimported=True) as srv:
         yield srv
 
 
