@@ -148,8 +148,8 @@ _warned: set[str] = set()
 
 
 def zygote_for(env: dict[str, str]) -> str | None:
-    """The zygote's socket when one runs for this session and `env` is the one it imported under. A
-    difference is warned about once per variable (a server of a test that sets its own is expected to start
+    """The zygote's socket when one runs for this session and `env`'s IMPORT_TIME variables are those it
+    imported under. A difference is warned about once per variable (a server of a test that sets its own is expected to start
     the usual way; a module that sets one at import would silently slow every model server down)."""
     directory = os.environ.get(ENV_VAR, "")
     if not directory:
