@@ -54,6 +54,8 @@ SERVICER_FUNCTIONS = [
 # The replica went away (killed, node lost, scaled down) before answering: not a scoring failure.
 REPLICA_GONE = (ray.exceptions.RayActorError, ReplicaUnavailableError)
 REPLICA_RETRIES = 6
+# Per readiness check of a Serve proxy on a local Ray this process starts (Ray's default: 5 s).
+LOCAL_PROXY_READY_CHECK_S = 30.0
 # Calls re-sent after losing their replica, per deployment, in this process (Ingress.stats reports them).
 RESENT: collections.Counter[str] = collections.Counter()
 
@@ -280,6 +282,10 @@ def start(config: Config, address: str | None = None, say: Callable[[str], None]
             # exactly the count checked; GPUs and memory are checked once it runs.
             extra["num_cpus"] = cpus = local_cpus()
             _fail_if_never_fits(config, rc, {"CPU": cpus}, say)
+            # Ray Serve gives a new proxy three readiness checks of 5 s, then kills it, and serve.start fails
+            # with it. A first proxy imports Serve in a fresh worker: on a busy small machine that takes longer.
+            # The Ray started here (and its Serve controller) inherits this environment.
+            os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", str(LOCAL_PROXY_READY_CHECK_S))
             if config.server.host in ("127.0.0.1", "localhost"):
                 # A local cluster for a loopback server stays on loopback (Ray would use the host's IP).
                 extra["_node_ip_address"] = "127.0.0.1"
@@ -294,14 +300,19 @@ def start(config: Config, address: str | None = None, say: Callable[[str], None]
     if local and (error := never_fits(plan, total)):
         raise error
     t0 = time.monotonic()
+    options: dict[str, Any] = {
+        "proxy_location": rc.proxy_location, "http_options": {"host": config.server.host, "port": rc.http_port},
+        "grpc_options": gRPCOptions(port=port, grpc_servicer_functions=SERVICER_FUNCTIONS,
+                                    request_timeout_s=rc.request_timeout_s)}
     try:
-        serve.start(
-            proxy_location=rc.proxy_location,
-            http_options={"host": config.server.host, "port": rc.http_port},
-            grpc_options=gRPCOptions(
-                port=port, grpc_servicer_functions=SERVICER_FUNCTIONS, request_timeout_s=rc.request_timeout_s
-            ),
-        )
+        try:
+            serve.start(**options)
+        except TimeoutError:
+            # Serve waits a fixed 60 s for its proxies, which go on starting (a busy machine). Its controller
+            # runs: connect to it, and the wait for the gRPC proxy below holds to ray.start_timeout_s.
+            say("rewardsvc ray: Ray Serve's proxies are not ready after its 60 s; waiting up to "
+                f"ray.start_timeout_s={rc.start_timeout_s:g}s")
+            serve.start(**options)
     except Exception as exc:
         raise serve_failed(exc, where_ray, rc.http_port, port) from exc
     # The app needs a route to be reachable through the proxies at all; gRPC ignores its value.
