@@ -33,7 +33,15 @@ from ray.serve.handle import DeploymentHandle
 from rewardsvc import messages
 from rewardsvc.config import Config, ScorerSpec
 from rewardsvc.errors import ConfigError, RewardServiceError, UnknownScorerError
-from rewardsvc.rayserve.layout import INGRESS_NAME, asks, deployment_order, fit_workers, peer_names, with_cpu_defaults
+from rewardsvc.rayserve.layout import (
+    INGRESS_NAME,
+    Ask,
+    asks,
+    deployment_order,
+    fit_workers,
+    peer_names,
+    with_cpu_defaults,
+)
 from rewardsvc.rayserve.options import RayConfig
 from rewardsvc.rayserve.startup import cluster_resources, never_fits, plan_lines, serve_failed, wait_running
 from rewardsvc.registry import scorer_class, scorer_infos
@@ -291,9 +299,8 @@ def start(config: Config, address: str | None = None, say: Callable[[str], None]
                 extra["_node_ip_address"] = "127.0.0.1"
         ray.init(address=target, include_dashboard=False, log_to_driver=False, **extra)
     total, _ = cluster_resources()
-    rc = with_cpu_defaults(rc, [s.name for s in config.scorers], total.get("CPU", 0.0) if local else None)
+    rc, plan = _planned(config, rc, total.get("CPU", 0.0) if local else None)
     config = dataclasses.replace(config, ray=rc)
-    plan = asks(rc, deployment_order(config))
     where_ray = "a local Ray" if local else f"the Ray cluster at {ray.get_runtime_context().gcs_address}"
     for line in plan_lines(plan, total, where_ray, rc.start_timeout_s, can_grow=not local):
         say(line)
@@ -336,10 +343,15 @@ def local_cpus() -> int:
         return len(os.sched_getaffinity(0))
 
 
+def _planned(config: Config, rc: RayConfig, local_cpus: float | None) -> tuple[RayConfig, list[Ask]]:
+    """`rc` with every deployment's CPUs set (`with_cpu_defaults`) and what each deployment asks for."""
+    rc = with_cpu_defaults(rc, [s.name for s in config.scorers], local_cpus)
+    return rc, asks(rc, deployment_order(config))
+
+
 def _fail_if_never_fits(config: Config, rc: RayConfig, have: dict[str, float], say: Callable[[str], None]) -> None:
     """Before a local Ray starts: the plan and RayStartError when its replicas ask for more than `have`."""
-    rc = with_cpu_defaults(rc, [s.name for s in config.scorers], have["CPU"])
-    plan = asks(rc, deployment_order(config))
+    rc, plan = _planned(config, rc, have["CPU"])
     cpu_only = [dataclasses.replace(a, per_replica={"CPU": a.per_replica.get("CPU", 0.0)}) for a in plan]
     if error := never_fits(cpu_only, have):
         for line in plan_lines(plan, have, "a local Ray", rc.start_timeout_s, can_grow=False):
