@@ -23,6 +23,11 @@ DATA = Path(__file__).parent / "data"
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# A local Ray has token auth (Ray's default), and Ray sends the token to an explicit address only under
+# RAY_AUTH_MODE=token, read when Ray is imported: set here, before any test module imports Ray, so the
+# tests and the CLIs they start can join a Ray that another process started (tests/test_ray_serve.py).
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Under xdist, the controller starts the session's zygote for model servers (tests/zygote.py), under

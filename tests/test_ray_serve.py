@@ -1,16 +1,20 @@
-"""`rewardsvc serve --ray` on a local Ray cluster (issue 7): the unchanged client against Ray Serve
-hosting a verifier (2 replicas), a composite over it and a model-backed reward model.
+"""`rewardsvc serve --ray` (issues 7 and 18): the unchanged client against Ray Serve hosting a verifier (2
+replicas), a composite over it and a model-backed reward model.
 
-One Ray cluster (`ray.init(num_cpus=2)`) and one deployment for the module: Ray takes tens of seconds
-to start, so every check shares them. The server is the real CLI joining that cluster.
+One Ray cluster for the module, started by the module's server: the real CLI, `serve --ray` with no
+address, sizing every deployment by its defaults for the machine. Ray takes tens of seconds to start,
+so every check shares it: the tests join it as a second driver, and a second CLI joins it to show what
+happens when replicas can't be placed. The server's SIGTERM, last, stops the application and its Ray.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -27,7 +31,7 @@ serve = pytest.importorskip("ray.serve", reason="Ray Serve tests need ray[serve]
 
 from rewardsvc import messages  # noqa: E402
 from rewardsvc.client import AsyncRewardClient, RewardClient, RewardServiceCallError  # noqa: E402
-from rewardsvc.rayserve.app import INGRESS_NAME, free_port  # noqa: E402
+from rewardsvc.rayserve.app import INGRESS_NAME, free_port, local_cpus  # noqa: E402
 from rewardsvc.types import ErrorCode, Item  # noqa: E402
 from rewardsvc.v1 import reward_pb2 as pb  # noqa: E402
 from rewardsvc.v1 import reward_pb2_grpc as pb_grpc  # noqa: E402
@@ -43,6 +47,7 @@ TOKEN = uuid.uuid4().hex
 TOKEN_ENV = "REWARDSVC_RAY_TEST_TOKEN"
 CALLS, PER_CALL = 50, 10
 REPO = Path(__file__).resolve().parents[1]
+RAY_STARTED = "Started a local Ray instance"  # ray.init's log line
 
 
 def _rm_stanza() -> dict:
@@ -58,17 +63,9 @@ def _config() -> dict:
             "double_math": {"type": "composite", "components": [{"scorer": "math", "weight": 2.0}]},
             "rm": _rm_stanza(),
         },
-        "ray": {
-            "app_name": APP,
-            "http_port": free_port(),
-            # Two logical CPUs: two math replicas at 0.5 each leave room for the replacement of a killed one.
-            "ingress": {"ray_actor_options": {"num_cpus": 0}},
-            "scorers": {
-                "math": {"num_replicas": 2, "ray_actor_options": {"num_cpus": 0.5}},
-                "double_math": {"ray_actor_options": {"num_cpus": 0}},
-                "rm": {"ray_actor_options": {"num_cpus": 0}},
-            },
-        },
+        # No sizes: the four replicas share the machine's CPUs, so a killed math replica's share is what
+        # its replacement takes.
+        "ray": {"app_name": APP, "http_port": free_port(), "scorers": {"math": {"num_replicas": 2}}},
     }
 
 
@@ -83,27 +80,43 @@ def _expected(item: dict) -> float:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    # Loopback only: tests never send traffic to the machine's other addresses.
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def ray_server(cluster: str) -> Iterator[ServerProcess]:
-    srv = ServerProcess(_config(), env={TOKEN_ENV: TOKEN}, startup_timeout_s=300,
-                        args=["--ray", "--ray-address", cluster])
+def ray_server() -> Iterator[ServerProcess]:
+    srv = ServerProcess(_config(), env={TOKEN_ENV: TOKEN}, startup_timeout_s=300, args=["--ray"])
+    srv.env.pop("RAY_ADDRESS", None)  # the CLI starts its own local Ray
     with srv:
-        yield srv
+        # This driver joins with RAY_AUTH_MODE=token, as the CLI's line says (tests/conftest.py sets it).
+        ray.init(address=cluster_address(srv), log_to_driver=False)
+        try:
+            yield srv
+        finally:
+            ray.shutdown()
+
+
+def cluster_address(srv: ServerProcess) -> str:
+    """The local Ray's address, as the CLI that started it says it."""
+    said = next(m for line in srv.output if (m := re.match(r"rewardsvc ray: started a local Ray at (\S+);", line)))
+    address = said.group(1)
+    assert re.fullmatch(r"[\d.]+:\d+", address), said.string
+    assert said.string.endswith(f"join it with RAY_AUTH_MODE=token and --ray-address {address}"), said.string
+    return address
 
 
 def _replica_states() -> dict[str, int]:
     status = serve.status().applications[APP].deployments["math"]
     return {str(k.value if hasattr(k, "value") else k): v for k, v in status.replica_states.items()}
+
+
+def test_a_local_ray_the_cli_starts_sizes_unsized_replicas_to_fit_the_machine(ray_server: ServerProcess) -> None:
+    cpus = local_cpus()
+    lines = ray_server.output
+    assert any(RAY_STARTED in line for line in lines)  # ray.init's own line: this CLI started Ray
+    # Two math replicas, the composite and the model share the machine; the ingress forwards only.
+    share = f"{{CPU: {math.floor(100 * cpus / 4) / 100:g}}}"
+    assert f"rewardsvc ray: deploying on a local Ray with {{CPU: {cpus}}} in all:" in lines, lines[:30]
+    assert f"  math: 2 x {share}" in lines and f"  rm: 1 x {share}" in lines and f"  double_math: 1 x {share}" in lines
+    assert "  Ingress: 1 x nothing" in lines
+    assert "rewardsvc ray: math: 2/2 replicas running (ready)" in lines
+    assert not any(line.startswith("rewardsvc ray: warning") or "Traceback" in line for line in lines), lines
 
 
 def test_two_replicas_share_500_items_and_killing_one_loses_none(ray_server: ServerProcess) -> None:
@@ -198,37 +211,47 @@ def test_model_scorer_replica_scores_as_in_process(ray_server: ServerProcess) ->
     assert all(r.details["replica"].startswith(f"SERVE_REPLICA::{APP}#rm#") for r in remote)
 
 
-def test_sigterm_deletes_the_application(ray_server: ServerProcess) -> None:
-    assert ray_server.terminate(120) == 0
-    assert APP not in serve.status().applications
-    assert "rewardsvc: stopped" in ray_server.output
-
-
 def test_replicas_a_joined_cluster_cannot_place_fail_after_the_start_timeout_with_their_ask(
-        cluster: str, tmp_path) -> None:
+        ray_server: ServerProcess, tmp_path: Path) -> None:
     """On a cluster it joins (which may grow, or free resources) the CLI waits ray.start_timeout_s for
     replicas that don't fit, reporting progress, then fails with each waiting deployment's ask against
-    what the cluster has, and removes the application. Runs after the module's application is gone:
-    two replicas of 1.5 CPUs on this 2-CPU cluster, of which one can be placed."""
+    what the cluster has, and removes its application; the cluster and the application it shares it with
+    go on. Two replicas of 3/4 of the machine each: more than the cluster has, and the module's
+    application holds most of its CPUs."""
     app = "rewardsvc-too-big"
+    total = ray.cluster_resources()["CPU"]
+    each = 0.75 * total
     config = {"server": {"auth_token_env": TOKEN_ENV},
               "scorers": {"math": {"type": "math", "workers": 0, "timeout_s": 10.0}},
               "ray": {"app_name": app, "http_port": free_port(), "start_timeout_s": 10,
                       "ingress": {"ray_actor_options": {"num_cpus": 0}},
-                      "scorers": {"math": {"num_replicas": 2, "ray_actor_options": {"num_cpus": 1.5}}}}}
+                      "scorers": {"math": {"num_replicas": 2, "ray_actor_options": {"num_cpus": each}}}}}
     path = tmp_path / "too-big.yaml"
     path.write_text(yaml.safe_dump(config))
+    cluster = cluster_address(ray_server)
     proc = subprocess.run([sys.executable, "-m", "rewardsvc.cli", "serve", "--ray", "--ray-address", cluster,
                            "--config", str(path)], cwd=REPO, env={**os.environ, TOKEN_ENV: TOKEN},
                           capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out[-3000:]
-    assert "math: 2 x {CPU: 1.5}" in out  # the plan
-    assert "warning: the replicas ask for {CPU: 3} and the cluster has {CPU: 2}" in out
+    assert f"rewardsvc ray: deploying on the Ray cluster at {cluster}" in out
+    assert f"math: 2 x {{CPU: {each:g}}}" in out  # the plan
+    assert f"warning: the replicas ask for {{CPU: {2 * each:g}}} and the cluster has {{CPU: {total:g}}}" in out
     assert "start fails after ray.start_timeout_s=10s" in out
     assert "did not start application 'rewardsvc-too-big' within 10s (ray.start_timeout_s)" in out
-    # One replica's 1.5 CPUs are reserved once Ray places it, running yet or not; the other can't be placed.
-    assert re.search(r"math: [01]/2 replicas running; each asks for \{CPU: 1\.5\}, all 2 \{CPU: 3\}; the cluster "
-                     r"has \{CPU: 2\} in all, \{CPU: 0\.5\} free: can't be scheduled", out), out[-3000:]
+    waiting = re.search(rf"math: 0/2 replicas running; each asks for \{{CPU: {each:g}\}}, all 2 \{{CPU: {2 * each:g}\}}; "
+                        rf"the cluster has \{{CPU: {total:g}\}} in all, \{{CPU: ([\d.]+)\}} free: can't be scheduled", out)
+    assert waiting and float(waiting.group(1)) < each, out[-3000:]
     assert "Traceback" not in out and "rewardsvc ready" not in out
     assert app not in serve.status().applications
+    assert APP in serve.status().applications and ray_server.wait_alive()
+
+
+def test_sigterm_deletes_the_application_and_stops_the_ray_it_started(ray_server: ServerProcess) -> None:
+    host, port = cluster_address(ray_server).rsplit(":", 1)
+    ray.shutdown()  # this driver leaves first: the cluster is about to go
+    assert ray_server.terminate(120) == 0
+    assert "rewardsvc: deleting the Ray Serve application (in-flight calls drain)" in ray_server.output
+    assert "rewardsvc: stopped" in ray_server.output
+    with pytest.raises(ConnectionRefusedError):  # its Ray's GCS is gone with it
+        socket.create_connection((host, int(port)), timeout=10).close()

@@ -1,9 +1,9 @@
 """`serve --ray` start-up (issue 18): what each deployment reserves, progress per deployment, defaults
-that fit the machine when it starts its own Ray, and a clear failure when replicas can't be scheduled."""
+that fit the machine when it starts its own Ray (tests/test_ray_serve.py starts one), and clear failures
+when replicas can't be scheduled or Serve can't start."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -92,13 +92,13 @@ def _serve(tmp_path: Path, ray_section: dict, token: str, timeout_s: float = 600
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(900)  # two local Ray clusters start and stop on 2 shared cores
-def test_unschedulable_replicas_fail_with_their_ask_and_the_defaults_fit(tmp_path: Path) -> None:
+@pytest.mark.slow  # a CLI that imports Ray
+def test_replicas_a_local_ray_could_never_place_fail_before_ray_starts(tmp_path: Path) -> None:
     cpus = os.cpu_count() or 1
     # Two replicas of a whole machine each on the local Ray the CLI would start: they can never both run
-    # there, so the start fails before Ray starts, not after ray.start_timeout_s (the timeout path, on a
-    # joined cluster that might grow, is tests/test_ray_serve.py's).
+    # there, so the start fails before Ray starts, not after ray.start_timeout_s. tests/test_ray_serve.py
+    # has the rest: the same two replicas unsized, fitting a local Ray its server starts, and the timeout
+    # path on a joined cluster (which might grow).
     t0 = time.monotonic()
     too_big = _serve(tmp_path, {"start_timeout_s": 600, "scorers": {
         "math": {"num_replicas": 2, "ray_actor_options": {"num_cpus": cpus}}}}, "t1")
@@ -110,37 +110,8 @@ def test_unschedulable_replicas_fail_with_their_ask_and_the_defaults_fit(tmp_pat
             "they can never all run here") in out, out[-3000:]
     assert "num_replicas" in out and "--ray-address" in out  # what to do about it
     assert "replicas running" not in out and "start fails after" not in out  # nothing was deployed
-    assert RAY_STARTED not in out  # nor was Ray started
+    assert RAY_STARTED not in out and "started a local Ray" not in out  # nor was Ray started
     assert "Traceback" not in out and "rewardsvc ready" not in out
-
-    # The same two replicas with num_cpus unset share the machine and serve.
-    token = uuid.uuid4().hex
-    fits = _serve(tmp_path, {"start_timeout_s": 300, "scorers": {"math": {"num_replicas": 2}}}, token)
-    try:
-        lines: list[str] = []
-        assert fits.stdout is not None
-        for line in fits.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("rewardsvc ready on") or fits.poll() is not None:
-                break
-        assert lines and lines[-1].startswith("rewardsvc ready on"), "\n".join(lines[-40:])
-        assert any(RAY_STARTED in line for line in lines)  # what the first case's check looks for
-        assert f"  math: 2 x {{CPU: {int(100 * cpus / 2) / 100:g}}}" in lines
-        assert "  Ingress: 1 x nothing" in lines
-        assert "rewardsvc ray: math: 2/2 replicas running (ready)" in lines
-        address = lines[-1].split()[3]
-        proc = subprocess.run([sys.executable, "-m", "rewardsvc.cli", "score", "--scorer", "math", "--address",
-                               address, "--token", token, "--timeout", "120"], cwd=REPO, capture_output=True,
-                              text=True, timeout=300,
-                              input=json.dumps({"id": "a", "response": "\\boxed{4}", "reference": "4"}) + "\n")
-        assert proc.returncode == 0, proc.stderr
-        assert json.loads(proc.stdout)["score"] == 1.0
-        health = subprocess.run([sys.executable, "-m", "rewardsvc.cli", "health", "--address", address,
-                                 "--scorer", "math"], cwd=REPO, capture_output=True, text=True, timeout=60)
-        assert health.returncode == 0, health.stderr
-    finally:
-        fits.terminate()
-        fits.communicate(timeout=120)
 
 
 @pytest.mark.slow

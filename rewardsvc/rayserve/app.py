@@ -295,9 +295,12 @@ def start(config: Config, address: str | None = None, say: Callable[[str], None]
             # The Ray started here (and its Serve controller) inherits this environment.
             os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", str(LOCAL_PROXY_READY_CHECK_S))
             if config.server.host in ("127.0.0.1", "localhost"):
-                # A local cluster for a loopback server stays on loopback (Ray would use the host's IP).
+                # A loopback server's local Ray names loopback as its node address (Ray would use the host's
+                # IP). Ray's own ports still listen on every interface, behind Ray's token authentication.
                 extra["_node_ip_address"] = "127.0.0.1"
         ray.init(address=target, include_dashboard=False, log_to_driver=False, **extra)
+        if local:
+            say(joinable_line(ray.get_runtime_context().gcs_address))
     total, _ = cluster_resources()
     rc, plan = _planned(config, rc, total.get("CPU", 0.0) if local else None)
     config = dataclasses.replace(config, ray=rc)
@@ -331,6 +334,15 @@ def start(config: Config, address: str | None = None, say: Callable[[str], None]
     if not (target or "").startswith("ray://"):  # a Ray Client driver may not reach the cluster's ports
         wait_serving(where, max(10.0, rc.start_timeout_s - (time.monotonic() - t0)))
     return where
+
+
+def joinable_line(gcs: str) -> str:
+    """How other servers and drivers join the local Ray this process started."""
+    # A local Ray enables token auth unless RAY_AUTH_MODE says otherwise, and Ray sends the token
+    # (~/.ray/auth_token) to an explicit address only under RAY_AUTH_MODE=token.
+    auth = "RAY_AUTH_MODE=token and " if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else ""
+    return (f"rewardsvc ray: started a local Ray at {gcs}; it stops with this server. Other servers and "
+            f"drivers join it with {auth}--ray-address {gcs}")
 
 
 def local_cpus() -> int:
