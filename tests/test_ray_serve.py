@@ -239,12 +239,32 @@ def test_replicas_a_joined_cluster_cannot_place_fail_after_the_start_timeout_wit
     assert f"warning: the replicas ask for {{CPU: {2 * each:g}}} and the cluster has {{CPU: {total:g}}}" in out
     assert "start fails after ray.start_timeout_s=10s" in out
     assert "did not start application 'rewardsvc-too-big' within 10s (ray.start_timeout_s)" in out
-    waiting = re.search(rf"math: 0/2 replicas running; each asks for \{{CPU: {each:g}\}}, all 2 \{{CPU: {2 * each:g}\}}; "
-                        rf"the cluster has \{{CPU: {total:g}\}} in all, \{{CPU: ([\d.]+)\}} free: can't be scheduled", out)
+    waiting = re.search(rf"math: 0/2 replicas running; each asks for \{{CPU: {each:g}\}}, all 2 "
+                        rf"\{{CPU: {2 * each:g}\}}; the cluster has \{{CPU: {total:g}\}} in all, "
+                        r"\{CPU: ([\d.]+)\} free: can't be scheduled", out)
     assert waiting and float(waiting.group(1)) < each, out[-3000:]
     assert "Traceback" not in out and "rewardsvc ready" not in out
     assert app not in serve.status().applications
     assert APP in serve.status().applications and ray_server.wait_alive()
+
+
+def test_joining_without_ray_auth_mode_says_how_to_send_the_token(ray_server: ServerProcess, tmp_path: Path) -> None:
+    """Ray sends its token to an explicit address only under RAY_AUTH_MODE=token, and otherwise retries for
+    ~20 s, logging the cause, then raises a bare ConnectionError: the CLI's error says what to set."""
+    path = tmp_path / "join.yaml"
+    path.write_text(yaml.safe_dump({"server": {"auth_token_env": TOKEN_ENV},
+                                    "scorers": {"math": {"type": "math", "workers": 0}}}))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    cluster = cluster_address(ray_server)
+    proc = subprocess.run([sys.executable, "-m", "rewardsvc.cli", "serve", "--ray", "--ray-address", cluster,
+                           "--config", str(path)], cwd=REPO, env={**env, TOKEN_ENV: TOKEN},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "InvalidAuthToken" in proc.stderr  # Ray's log of the cause
+    assert (f"rewardsvc: error: Failed to connect to Ray cluster at {cluster}: if its log says InvalidAuthToken, "
+            "the cluster has token auth") in proc.stderr and "RAY_AUTH_MODE=token" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert ray_server.wait_alive()
 
 
 def test_sigterm_deletes_the_application_and_stops_the_ray_it_started(ray_server: ServerProcess) -> None:

@@ -43,7 +43,14 @@ from rewardsvc.rayserve.layout import (
     with_cpu_defaults,
 )
 from rewardsvc.rayserve.options import RayConfig
-from rewardsvc.rayserve.startup import cluster_resources, never_fits, plan_lines, serve_failed, wait_running
+from rewardsvc.rayserve.startup import (
+    RayStartError,
+    cluster_resources,
+    never_fits,
+    plan_lines,
+    serve_failed,
+    wait_running,
+)
 from rewardsvc.registry import scorer_class, scorer_infos
 from rewardsvc.scorers.base import Scorer
 from rewardsvc.server.app import SERVICE_NAME, RewardServicer
@@ -298,7 +305,10 @@ def start(config: Config, address: str | None = None, say: Callable[[str], None]
                 # A loopback server's local Ray names loopback as its node address (Ray would use the host's
                 # IP). Ray's own ports still listen on every interface, behind Ray's token authentication.
                 extra["_node_ip_address"] = "127.0.0.1"
-        ray.init(address=target, include_dashboard=False, log_to_driver=False, **extra)
+        try:
+            ray.init(address=target, include_dashboard=False, log_to_driver=False, **extra)
+        except ConnectionError as exc:
+            raise not_joined(exc) from exc
         if local:
             say(joinable_line(ray.get_runtime_context().gcs_address))
     total, _ = cluster_resources()
@@ -334,6 +344,16 @@ def start(config: Config, address: str | None = None, say: Callable[[str], None]
     if not (target or "").startswith("ray://"):  # a Ray Client driver may not reach the cluster's ports
         wait_serving(where, max(10.0, rc.start_timeout_s - (time.monotonic() - t0)))
     return where
+
+
+def not_joined(exc: ConnectionError) -> RayStartError:
+    """Ray's ConnectionError, with the cause Ray only logs when it is token auth."""
+    hint = ""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        hint = (": if its log says InvalidAuthToken, the cluster has token auth (a local Ray does by default) and "
+                "Ray sends the token to an explicit address only under RAY_AUTH_MODE=token: set it, with the "
+                "cluster's token in ~/.ray/auth_token or $RAY_AUTH_TOKEN")
+    return RayStartError(f"{exc}{hint}")
 
 
 def joinable_line(gcs: str) -> str:
