@@ -92,6 +92,24 @@ def ray_server() -> Iterator[ServerProcess]:
             ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def join_without_auth_mode(ray_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+                           ) -> Iterator[subprocess.Popen[str]]:
+    """A `serve --ray --ray-address` without RAY_AUTH_MODE, started with the module's first test: Ray's ~20 s
+    of retries overlap the other tests."""
+    path = tmp_path_factory.mktemp("join") / "join.yaml"
+    path.write_text(yaml.safe_dump({"server": {"auth_token_env": TOKEN_ENV},
+                                    "scorers": {"math": {"type": "math", "workers": 0}}}))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    proc = subprocess.Popen([sys.executable, "-m", "rewardsvc.cli", "serve", "--ray", "--ray-address",
+                             cluster_address(ray_server), "--config", str(path)], cwd=REPO,
+                            env={**env, TOKEN_ENV: TOKEN}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate()
+
+
 def cluster_address(srv: ServerProcess) -> str:
     """The local Ray's address, as the CLI that started it says it."""
     said = next(m for line in srv.output if (m := re.match(r"rewardsvc ray: started a local Ray at (\S+);", line)))
@@ -106,6 +124,7 @@ def _replica_states() -> dict[str, int]:
     return {str(k.value if hasattr(k, "value") else k): v for k, v in status.replica_states.items()}
 
 
+@pytest.mark.usefixtures("join_without_auth_mode")  # starts it: see the fixture
 def test_a_local_ray_the_cli_starts_sizes_unsized_replicas_to_fit_the_machine(ray_server: ServerProcess) -> None:
     cpus = local_cpus()
     lines = ray_server.output
@@ -225,7 +244,9 @@ def test_replicas_a_joined_cluster_cannot_place_fail_after_the_start_timeout_wit
               "scorers": {"math": {"type": "math", "workers": 0, "timeout_s": 10.0}},
               "ray": {"app_name": app, "http_port": free_port(), "start_timeout_s": 10,
                       "ingress": {"ray_actor_options": {"num_cpus": 0}},
-                      "scorers": {"math": {"num_replicas": 2, "ray_actor_options": {"num_cpus": each}}}}}
+                      # Serve stops even a replica that never started gracefully: it waits this out first.
+                      "scorers": {"math": {"num_replicas": 2, "ray_actor_options": {"num_cpus": each},
+                                           "graceful_shutdown_timeout_s": 1}}}}
     path = tmp_path / "too-big.yaml"
     path.write_text(yaml.safe_dump(config))
     cluster = cluster_address(ray_server)
@@ -248,22 +269,17 @@ def test_replicas_a_joined_cluster_cannot_place_fail_after_the_start_timeout_wit
     assert APP in serve.status().applications and ray_server.wait_alive()
 
 
-def test_joining_without_ray_auth_mode_says_how_to_send_the_token(ray_server: ServerProcess, tmp_path: Path) -> None:
+def test_joining_without_ray_auth_mode_says_how_to_send_the_token(
+        ray_server: ServerProcess, join_without_auth_mode: subprocess.Popen[str]) -> None:
     """Ray sends its token to an explicit address only under RAY_AUTH_MODE=token, and otherwise retries for
     ~20 s, logging the cause, then raises a bare ConnectionError: the CLI's error says what to set."""
-    path = tmp_path / "join.yaml"
-    path.write_text(yaml.safe_dump({"server": {"auth_token_env": TOKEN_ENV},
-                                    "scorers": {"math": {"type": "math", "workers": 0}}}))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    _, stderr = join_without_auth_mode.communicate(timeout=300)
+    assert join_without_auth_mode.returncode == 2, stderr[-3000:]
+    assert "InvalidAuthToken" in stderr  # Ray's log of the cause
     cluster = cluster_address(ray_server)
-    proc = subprocess.run([sys.executable, "-m", "rewardsvc.cli", "serve", "--ray", "--ray-address", cluster,
-                           "--config", str(path)], cwd=REPO, env={**env, TOKEN_ENV: TOKEN},
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "InvalidAuthToken" in proc.stderr  # Ray's log of the cause
     assert (f"rewardsvc: error: Failed to connect to Ray cluster at {cluster}: if its log says InvalidAuthToken, "
-            "the cluster has token auth") in proc.stderr and "RAY_AUTH_MODE=token" in proc.stderr, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+            "the cluster has token auth") in stderr and "RAY_AUTH_MODE=token" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr
     assert ray_server.wait_alive()
 
 
