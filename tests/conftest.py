@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -32,6 +33,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 def pytest_configure(config: pytest.Config) -> None:
     """Under xdist, the controller starts the session's zygote for model servers (tests/zygote.py), under
     the environment its workers have (so their servers' environment matches what it imported under)."""
+    # Ray Serve's own models use pydantic's deprecated Field arguments. Under `make test-fast` a test is the
+    # first to import Serve (pytest_ignore_collect below), and pytest would list ~15 of these for it.
+    config.addinivalue_line("filterwarnings",
+                            r"ignore:Using extra keyword arguments on `Field` is deprecated:DeprecationWarning:ray\.")
     if os.environ.get("PYTEST_XDIST_WORKER") or not config.getoption("numprocesses", None):
         return
     if "not slow" in (config.getoption("markexpr", "") or ""):
@@ -83,6 +88,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return first, -slow[item.path], first_seen[item.path]
 
     items.sort(key=order)
+
+
+ALL_SLOW = re.compile(r"^pytestmark = pytest\.mark\.slow\s*(#.*)?$", re.MULTILINE)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Under `make test-fast` (-m "not slow") a file whose every test is slow is not imported at all: each
+    worker would import torch, transformers, Ray Serve and openai for tests it then deselects (~3 CPU-s a
+    worker). Read as text, so a file that marks itself some other way is collected and deselected as usual."""
+    if (config.getoption("markexpr", "") or "").strip() != "not slow" or collection_path.suffix != ".py":
+        return None
+    if collection_path.name.startswith("test_") and ALL_SLOW.search(collection_path.read_text()):
+        return True
+    return None
 
 
 def read_jsonl(path: Path) -> list[dict]:
