@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ServerProcess
+from support import ALL_SLOW, ServerProcess
 
 import rewardsvc  # noqa: F401  (first: it turns gRPC's fork handlers off before any test imports grpc)
 
@@ -88,9 +87,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return first, -slow[item.path], first_seen[item.path]
 
     items.sort(key=order)
-
-
-ALL_SLOW = re.compile(r"^pytestmark = pytest\.mark\.slow\s*(#.*)?$", re.MULTILINE)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:

@@ -18,6 +18,8 @@ from zygote import ForkedProcess, zygote_for
 
 REPO = Path(__file__).resolve().parents[1]
 READY = re.compile(r"rewardsvc ready on (\S+)")
+#: A test file whose every test is slow, read as text (tests/conftest.py: `make test-fast` doesn't import it).
+ALL_SLOW = re.compile(r"^pytestmark = pytest\.mark\.slow\s*(#.*)?$", re.MULTILINE)
 
 
 def made_once(name: str, build: Any) -> str:
