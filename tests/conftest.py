@@ -29,6 +29,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
+def fast_lane(config: pytest.Config) -> bool:
+    """`make test-fast`: no slow test runs, so nothing is prepared for them."""
+    return (config.getoption("markexpr", "") or "").strip() == "not slow"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under xdist, the controller starts the session's zygote for model servers (tests/zygote.py), under
     the environment its workers have (so their servers' environment matches what it imported under)."""
@@ -38,7 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
                             r"ignore:Using extra keyword arguments on `Field` is deprecated:DeprecationWarning:ray\.")
     if os.environ.get("PYTEST_XDIST_WORKER") or not config.getoption("numprocesses", None):
         return
-    if "not slow" in (config.getoption("markexpr", "") or ""):
+    if fast_lane(config):
         return  # the model servers are all in slow tests: `make test-fast` would pay its imports for nothing
     import tempfile
 
@@ -93,7 +98,7 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     """Under `make test-fast` (-m "not slow") a file whose every test is slow is not imported at all: each
     worker would import torch, transformers, Ray Serve and openai for tests it then deselects (~3 CPU-s a
     worker). Read as text, so a file that marks itself some other way is collected and deselected as usual."""
-    if (config.getoption("markexpr", "") or "").strip() != "not slow" or collection_path.suffix != ".py":
+    if not fast_lane(config) or collection_path.suffix != ".py":
         return None
     if collection_path.name.startswith("test_") and ALL_SLOW.search(collection_path.read_text()):
         return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import math
 import os
 import re
@@ -136,6 +137,16 @@ def test_a_local_ray_the_cli_starts_sizes_unsized_replicas_to_fit_the_machine(ra
     assert "  Ingress: 1 x nothing" in lines
     assert "rewardsvc ray: math: 2/2 replicas running (ready)" in lines
     assert not any(line.startswith("rewardsvc ray: warning") or "Traceback" in line for line in lines), lines
+    # It serves: the command-line client scores and checks health through Ray's proxy.
+    proc = subprocess.run([sys.executable, "-m", "rewardsvc.cli", "score", "--scorer", "math", "--address",
+                           ray_server.address, "--token", TOKEN, "--timeout", "120"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300,
+                          input=json.dumps({"id": "a", "response": "\\boxed{4}", "reference": "4"}) + "\n")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["score"] == 1.0
+    health = subprocess.run([sys.executable, "-m", "rewardsvc.cli", "health", "--address", ray_server.address,
+                             "--scorer", "math"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert health.returncode == 0, health.stderr
 
 
 def test_two_replicas_share_500_items_and_killing_one_loses_none(ray_server: ServerProcess) -> None:

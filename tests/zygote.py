@@ -149,8 +149,9 @@ _warned: set[str] = set()
 
 def zygote_for(env: dict[str, str]) -> str | None:
     """The zygote's socket when one runs for this session and `env`'s IMPORT_TIME variables are those it
-    imported under. A difference is warned about once per variable (a server of a test that sets its own is expected to start
-    the usual way; a module that sets one at import would silently slow every model server down)."""
+    imported under. A difference is warned about once per variable (a server of a test that sets its own is
+    expected to start the usual way; a module that sets one at import would silently slow every model server
+    down)."""
     directory = os.environ.get(ENV_VAR, "")
     if not directory:
         return None

@@ -346,10 +346,16 @@ def start(config: Config, address: str | None = None, say: Callable[[str], None]
     return where
 
 
+def _sends_token() -> bool:
+    """Whether Ray here sends its token (~/.ray/auth_token) to an explicit address: only under
+    RAY_AUTH_MODE=token. A local Ray enables token auth unless RAY_AUTH_MODE says otherwise."""
+    return os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+
+
 def not_joined(exc: ConnectionError) -> RayStartError:
     """Ray's ConnectionError, with the cause Ray only logs when it is token auth."""
     hint = ""
-    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+    if not _sends_token():
         hint = (": if its log says InvalidAuthToken, the cluster has token auth (a local Ray does by default) and "
                 "Ray sends the token to an explicit address only under RAY_AUTH_MODE=token: set it, with the "
                 "cluster's token in ~/.ray/auth_token or $RAY_AUTH_TOKEN")
@@ -358,9 +364,7 @@ def not_joined(exc: ConnectionError) -> RayStartError:
 
 def joinable_line(gcs: str) -> str:
     """How other servers and drivers join the local Ray this process started."""
-    # A local Ray enables token auth unless RAY_AUTH_MODE says otherwise, and Ray sends the token
-    # (~/.ray/auth_token) to an explicit address only under RAY_AUTH_MODE=token.
-    auth = "RAY_AUTH_MODE=token and " if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else ""
+    auth = "RAY_AUTH_MODE=token and " if _sends_token() else ""
     return (f"rewardsvc ray: started a local Ray at {gcs}; it stops with this server. Other servers and "
             f"drivers join it with {auth}--ray-address {gcs}")
 
