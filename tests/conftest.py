@@ -28,6 +28,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # tests and the CLIs they start can join a Ray that another process started (tests/test_ray_serve.py).
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
+# Ray Serve's controller runs its control loop every 0.1 s and each replica and proxy exports metrics every
+# 100 ms: an idle local Ray with one replica took ~18% of a core (10.7 CPU-s a minute; 7.0 with these). The
+# suite's two Rays live minutes on a shared 2-core machine, and no test reads Serve's metrics or times its
+# loop: slower ticks, the same code paths. Set before the Ray CLIs start; they inherit it.
+os.environ.setdefault("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5")
+os.environ.setdefault("RAY_SERVE_METRICS_EXPORT_INTERVAL_MS", "2000")
+
 
 def fast_lane(config: pytest.Config) -> bool:
     """`make test-fast`: no slow test runs, so nothing is prepared for them."""
