@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import ALL_SLOW, ServerProcess
@@ -101,6 +103,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=order)
 
 
+#: Under `make test-fast`, the files whose fast tests import torch and transformers, or Ray Serve, share one
+#: xdist work unit per stack, so one worker imports each stack (~4.5 and ~2 CPU-s) instead of every worker
+#: that happens to get one of them (all three did). A file missing here only costs that import again.
+FAST_LANE_SHARED_WORKER = {
+    **dict.fromkeys(["test_encoder_render.py", "test_http.py", "test_prm_outcome_labels.py", "test_step_windows.py",
+                     "test_trainers.py", "test_value_heads.py"], "torch"),
+    **dict.fromkeys(["test_deploy_manifests.py", "test_ray_start.py"], "ray"),
+}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """--dist loadfile, with FAST_LANE_SHARED_WORKER's files grouped under `make test-fast`."""
+    if not fast_lane(config) or config.getoption("dist", None) != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedWorkerScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return FAST_LANE_SHARED_WORKER.get(Path(path).name, path)
+
+    return SharedWorkerScheduling(config, log)
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """Under `make test-fast` (-m "not slow") a file whose every test is slow is not imported at all: each
     worker would import torch, transformers, Ray Serve and openai for tests it then deselects (~3 CPU-s a
@@ -110,6 +136,22 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     if collection_path.name.startswith("test_") and ALL_SLOW.search(collection_path.read_text()):
         return True
     return None
+
+
+#: What importing a test file that `make test-fast` runs must not import: each xdist worker imports every
+#: test file at collection and only one runs each file, so a module-level `import torch` there costs the
+#: other workers ~2-5 CPU-s each for nothing. tests/test_suite_lanes.py checks it under `make test-fast`.
+HEAVY = ("torch", "transformers", "matplotlib", "sympy", "ray")
+#: test file -> the HEAVY modules that importing it brought in (this process's collection).
+heavy_imports_by_file: dict[str, list[str]] = {}
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A file is imported when its collector runs: note what of HEAVY appeared with it."""
+    if report.nodeid.endswith(".py"):
+        seen = {m for found in heavy_imports_by_file.values() for m in found}
+        if new := [m for m in HEAVY if m in sys.modules and m not in seen]:
+            heavy_imports_by_file[report.nodeid] = new
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -1,12 +1,12 @@
-"""Tiny random-weight look-alikes of public reward models, in a temporary Hugging Face cache.
+"""Tiny random-weight look-alikes of public reward models, in a Hugging Face cache of their own.
 
 Each repo has the real model's architecture class, head, config layout, special tokens and chat
 template style, with a small vocabulary (a byte-level BPE, or a Metaspace BPE for Mistral, trained
-here on a few sentences) and 2 layers of width 32. They are written once per test process into
-`<tmp>/hub` with the on-disk layout huggingface_hub itself writes (blobs/, snapshots/<commit>/,
-refs/<name> holding the commit without a newline), so a server started with HF_HUB_CACHE=<tmp>/hub
-and HF_HUB_OFFLINE=1 loads them by Hub id. `LOCAL[repo_id]` is each repo's source directory, for the
-tests' own forward passes.
+here on a few sentences) and 2 layers of width 32. They are written once per machine into
+`<model cache>/test-models/hub-look-alikes-<digest>/hub`, with the on-disk layout huggingface_hub
+itself writes (blobs/, snapshots/<commit>/, refs/<name> holding the commit without a newline), so a
+server started with HF_HUB_CACHE=<that>/hub and HF_HUB_OFFLINE=1 loads them by Hub id. `hub_cache()[1]`
+maps each repo to its source directory, for the tests' own forward passes.
 
 Models whose real checkpoints ship their own code (ArmoRM, Qwen2.5-Math-PRM) get small modeling
 files written for these tests (tests/data/remote_code), with the same class and parameter names.
@@ -285,11 +285,32 @@ def build_causal(out: Path, config_cls: Any, tok: Any, seed: int, dims: dict[str
 
 @functools.cache
 def hub_cache() -> tuple[Path, dict[str, Path]]:
-    """(cache dir, repo id -> its local source directory); built once per process."""
+    """(cache dir, repo id -> its local source directory). Built once per machine (support.made_once,
+    under a file lock) and only read after: the models are seeded, and the name of the directory changes
+    with this file, tests/data/remote_code and the torch and transformers versions. Building them
+    imports torch and transformers and takes ~10 CPU-s, which every test process that needs one of
+    these repos paid before."""
+    from support import made_once
+
+    root = Path(made_once(f"hub-look-alikes-{_recipe_digest()}", _build))
+    local = {repo_id: root / rel for repo_id, rel in json.loads((root / "local.json").read_text()).items()}
+    return root / "hub", local
+
+
+def _recipe_digest() -> str:
+    from importlib.metadata import version
+
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    for f in sorted(REMOTE_CODE.rglob("*")):
+        if f.is_file():
+            h.update(f.name.encode() + f.read_bytes())
+    h.update(f"torch {version('torch')} transformers {version('transformers')}".encode())
+    return h.hexdigest()[:16]
+
+
+def _build(root: Path) -> None:
     from transformers import Gemma2Config, LlamaConfig, MistralConfig, Qwen2Config
 
-    root = Path(tempfile.mkdtemp(prefix="rewardsvc-hub-tests-"))
-    atexit.register(shutil.rmtree, root, True)
     src, cache = root / "src", root / "hub"
     local: dict[str, Path] = {}
     builders = {
@@ -313,10 +334,19 @@ def hub_cache() -> tuple[Path, dict[str, Path]]:
     tagged = src / "revisions-v1"
     build_seq_cls(tagged, LlamaConfig, llama3_tokenizer(), 11)
     local[f"{REVISIONS}@{TAG}"] = populate(cache, REVISIONS, tagged, TAG)
-    return cache, local
+    # Relative to the root: made_once builds in a scratch directory and renames it into place.
+    (root / "local.json").write_text(json.dumps({k: str(v.relative_to(root)) for k, v in local.items()}))
+
+
+@functools.cache
+def _modules_dir() -> Path:
+    """Where transformers writes remote-code modules: this process's own, since the cache is shared."""
+    d = Path(tempfile.mkdtemp(prefix="rewardsvc-hf-modules-"))
+    atexit.register(shutil.rmtree, d, True)
+    return d
 
 
 def server_env(cache: Path) -> dict[str, str]:
     """Environment of a server that reads `cache` and never goes to the network."""
-    modules = cache.parent / "modules"
+    modules = _modules_dir()
     return {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(modules)}

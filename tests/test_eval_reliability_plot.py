@@ -6,14 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
-from matplotlib.collections import LineCollection
-from matplotlib.container import BarContainer
-
 from rewardsvc.evaluation.report import reliability_figure, write_report
 from rewardsvc.evaluation.suites import Summary
 from rewardsvc.types import Result
@@ -24,11 +16,26 @@ PROBS = [0.12, 0.14, 0.16, 0.18, 0.81, 0.83, 0.85, 0.87, 0.89, 0.95]
 LABELS = [True, True, True, False, True, False, False, False, False, True]
 
 
+def pyplot():
+    """matplotlib.pyplot on the file backend, imported when a test runs: every xdist worker imports every
+    test file at collection, and only one runs these (tests/test_suite_lanes.py)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def summary() -> Summary:
     return Summary({}, [], [], [], {"s": PROBS}, "scores", PROBS, LABELS, "P(chosen preferred)")
 
 
 def test_bars_are_frequencies_ticks_are_mean_confidences_with_counts() -> None:
+    plt = pyplot()
+    from matplotlib.collections import LineCollection
+    from matplotlib.container import BarContainer
+
     fig = reliability_figure(summary(), "rm / pairs")
     try:
         [ax] = fig.axes
@@ -57,6 +64,8 @@ def test_bars_are_frequencies_ticks_are_mean_confidences_with_counts() -> None:
 
 
 def test_the_report_writes_the_diagram(tmp_path: Path) -> None:
+    plt = pyplot()
+
     header = {"suite": "pairs", "scorer": "rm", "data": ["x"], "n_rows": 1, "n_items": 10, "target": "t",
               "seconds": 1.0, "items_per_s": 10.0, "n_errors": 0, "errors_by_code": {}}
     files = write_report(tmp_path, header, summary(), [Result(id=str(i), score=p) for i, p in enumerate(PROBS)],

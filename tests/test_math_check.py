@@ -5,8 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-import sympy
-from math_verify import parse
 
 from conftest import DATA, read_jsonl
 from rewardsvc.verifiers.math.check import _PLAIN_INTEGER, _parse, _wrap, check
@@ -28,6 +26,11 @@ def _integers() -> list[str]:
 
 
 def test_plain_integers_parse_exactly_as_math_verify_parses_them() -> None:
+    # sympy and math-verify are imported in the tests: every xdist worker imports every test file at
+    # collection, and only one runs these (tests/test_suite_lanes.py).
+    import sympy
+    from math_verify import parse
+
     xs = _integers()
     assert all(_PLAIN_INTEGER.fullmatch(x) for x in xs)
     for x in xs:
@@ -44,7 +47,7 @@ def test_anything_else_goes_to_math_verify(text: str) -> None:
 
 
 def test_verdicts_equal_math_verifys_on_gsm8k_answers() -> None:
-    from math_verify import verify
+    from math_verify import parse, verify
 
     golds = [row["answer"].split("####")[-1].strip().replace(",", "") for row in GSM8K]
     preds = [extract_answer(row["answer"])[0] or "" for row in GSM8K]

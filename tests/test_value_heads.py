@@ -14,14 +14,15 @@ import json
 import math
 from pathlib import Path
 
+import importlib.util
+
 import pytest
+from encoder_models import minilm_layers
 
-torch = pytest.importorskip("torch")
-
-from encoder_models import minilm_layers  # noqa: E402
-
-from rewardsvc.trainers import hl_gauss  # noqa: E402
-from rewardsvc.trainers.hl_gauss import Bins  # noqa: E402
+if importlib.util.find_spec("torch") is None:
+    pytest.skip("the value heads need torch", allow_module_level=True)
+# torch itself is imported in the tests: every xdist worker imports every test file at collection, and
+# only one runs these (tests/test_suite_lanes.py).
 
 DATA = Path(__file__).parent / "data" / "trainers"
 PRMBENCH = DATA / "prmbench-train-24.jsonl"
@@ -29,6 +30,11 @@ MATH500 = Path(__file__).resolve().parents[1] / "bench" / "data" / "eval" / "mat
 
 
 def test_hl_gauss_targets_are_a_smoothed_bump_around_the_value() -> None:
+    import torch
+
+    from rewardsvc.trainers import hl_gauss
+    from rewardsvc.trainers.hl_gauss import Bins
+
     bins = Bins(0.0, 1.0, 10)
     t = hl_gauss.targets(torch.tensor([0.55, 0.0, 7.0]), bins)
     assert torch.allclose(t.sum(-1), torch.ones(3))
@@ -111,6 +117,7 @@ def test_rm_regression_on_scalar_targets(tmp_path: Path, loss: str) -> None:
     assert config.get("hl_gauss", {}).get("count") == (11 if loss == "hl_gauss" else None)
 
     # Served by the classifier scorer in target units, as the trainer predicts.
+    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from rewardsvc.config import parse_config
