@@ -113,6 +113,7 @@ FAST_LANE_SHARED_WORKER = {
 }
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: pytest runs without xdist too (-p no:xdist)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """--dist loadfile, with FAST_LANE_SHARED_WORKER's files grouped under `make test-fast`."""
     if not fast_lane(config) or config.getoption("dist", None) != "loadfile":
