@@ -109,8 +109,7 @@ class TransformersCausalLM:
             self.tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype,
                                                          trust_remote_code=trust_remote_code)
-            # transformers wraps `to` in functools.wraps(nn.Module.to), which type checkers read as unbound.
-            self.model = model.to(self.device).eval()  # type: ignore[arg-type]
+            self.model = model.to(self.device).eval()
         except ValueError as exc:
             if "trust_remote_code" in str(exc) and not trust_remote_code:
                 raise remote_code_error(self.name, "see its config.json") from None
