@@ -11,6 +11,7 @@ from typing import Any
 
 from rewardsvc.config import Config, load_config
 from rewardsvc.errors import RewardServiceError
+from rewardsvc.heap import skip_gc_at_exit
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    skip_gc_at_exit()
     argv = list(sys.argv[1:] if argv is None else argv)
     # train/eval own their argument parsing; hand them the rest of the command line.
     if argv and argv[0] in plugin_commands():

@@ -15,6 +15,11 @@ import pytest
 from support import ALL_SLOW, ServerProcess
 
 import rewardsvc  # noqa: F401  (first: it turns gRPC's fork handlers off before any test imports grpc)
+from rewardsvc.heap import skip_gc_at_exit
+
+# An xdist worker that imported torch and transformers spent 1-3 s at exit in the interpreter's last
+# collection, and the last worker's exit is the end of the run.
+skip_gc_at_exit()
 
 DATA = Path(__file__).parent / "data"
 

@@ -21,7 +21,7 @@ ROOTS = {REPO / "rewardsvc": "rewardsvc", REPO / "verifiers": "rewardsvc.verifie
          REPO / "trainers": "rewardsvc.trainers"}
 
 CORE = {"rewardsvc.errors", "rewardsvc.types", "rewardsvc.dataclass_dict", "rewardsvc.logs", "rewardsvc.model_refs",
-        "rewardsvc.queue_clock", "rewardsvc.caller", "rewardsvc.threads"}
+        "rewardsvc.queue_clock", "rewardsvc.caller", "rewardsvc.threads", "rewardsvc.heap"}
 # Model code: never in the transport, the client or the engines that run without models.
 HEAVY = {"torch", "transformers", "accelerate", "vllm", "safetensors", "gguf", "ray"}
 GRPC = {"grpc", "grpc_health", "grpc_reflection", "google"}

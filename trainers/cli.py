@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from rewardsvc.dataclass_dict import from_dict
+from rewardsvc.heap import skip_gc_at_exit
 
 TRAINERS = {
     "rm": ("rewardsvc.trainers.rm", "RMConfig", "train_rm", "Bradley-Terry reward model (sequence classification)"),
@@ -84,6 +85,7 @@ def parse_args(argv: list[str]) -> tuple[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 0 when done, 130 when Ctrl-C stopped the run (after saving a checkpoint)."""
+    skip_gc_at_exit()  # `python -m rewardsvc.trainers.cli` under torchrun does not pass through rewardsvc.cli
     argv = list(sys.argv[1:] if argv is None else argv)
     kind, config = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
