@@ -14,15 +14,15 @@ files written for these tests (tests/data/remote_code), with the same class and 
 
 from __future__ import annotations
 
-import atexit
 import functools
 import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from encoder_models import workdir
 
 REMOTE_CODE = Path(__file__).parent / "data" / "remote_code"
 
@@ -338,15 +338,8 @@ def _build(root: Path) -> None:
     (root / "local.json").write_text(json.dumps({k: str(v.relative_to(root)) for k, v in local.items()}))
 
 
-@functools.cache
-def _modules_dir() -> Path:
-    """Where transformers writes remote-code modules: this process's own, since the cache is shared."""
-    d = Path(tempfile.mkdtemp(prefix="rewardsvc-hf-modules-"))
-    atexit.register(shutil.rmtree, d, True)
-    return d
-
-
 def server_env(cache: Path) -> dict[str, str]:
-    """Environment of a server that reads `cache` and never goes to the network."""
-    modules = _modules_dir()
+    """Environment of a server that reads `cache` and never goes to the network. Remote-code modules go to
+    this test process's own directory, since the cache is shared."""
+    modules = workdir() / "hf-modules"
     return {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(modules)}
