@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from encoder_models import minilm_layers
 
+from rewardsvc.trainers.batches import make_batches
 from rewardsvc.trainers.cli import parse_args
 from rewardsvc.trainers.examples import first_error, read_jsonl, split_rows, step_examples
-from rewardsvc.trainers.batches import make_batches
 from rewardsvc.trainers.prm import process_metrics
 
 DATA = Path(__file__).parent / "data" / "trainers"

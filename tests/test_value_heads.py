@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import importlib.util
 import json
 import math
 from pathlib import Path
-
-import importlib.util
 
 import pytest
 from encoder_models import minilm_layers
