@@ -19,7 +19,10 @@ from rewardsvc.v1 import reward_pb2 as pb
 from rewardsvc.v1 import reward_pb2_grpc as pb_grpc
 from support import ServerProcess
 
-SLOW = "\\boxed{9^{9^{9^{9}}}}"  # runs into math-verify's 3 s limit in a worker
+SLOW = "\\boxed{9^{9^{9^{9}}}}"  # runs into math-verify's limit in a worker, on a full core
+#: With SLOW: a per-request limit that gives math-verify 1 s (its limits are whole seconds) instead of the
+#: 3 s of the config's 5 s. Each SLOW check spins a core until then, and these tests only need it slow.
+ONE_SECOND = {"timeout_s": 2.0}
 
 
 def test_health_and_reflection_list_the_services(math_server) -> None:
@@ -59,7 +62,7 @@ def test_stream_answers_each_request_with_its_id_fast_ones_first(math_server) ->
             stub = pb_grpc.RewardServiceStub(ch)
 
             async def requests():
-                yield pb.ScoreRequest(request_id="slow", scorer="math",
+                yield pb.ScoreRequest(request_id="slow", scorer="math", options=messages.options_to_struct(ONE_SECOND),
                                       items=[messages.item_to_pb(Item(id="s", response=SLOW, reference="1"))])
                 for i in range(3):
                     yield pb.ScoreRequest(request_id=f"fast{i}", scorer="math",
@@ -87,7 +90,8 @@ def test_metadata_reports_queue_time_when_items_wait_for_a_worker(math_server) -
     # Four references, so four checks: identical items would be one check (server.dedupe).
     items = [messages.item_to_pb(Item(id=str(i), response=SLOW, reference=str(i + 1))) for i in range(4)]
     with grpc.insecure_channel(math_server.address) as ch:
-        response = pb_grpc.RewardServiceStub(ch).Score(pb.ScoreRequest(scorer="math", items=items), timeout=120)
+        response = pb_grpc.RewardServiceStub(ch).Score(pb.ScoreRequest(
+            scorer="math", items=items, options=messages.options_to_struct(ONE_SECOND)), timeout=120)
     meta = response.metadata
     assert meta.items == 4
     assert meta.queue_time_ns > 0 and meta.compute_time_ns > 0
@@ -131,7 +135,7 @@ def test_limits_items_per_request_text_length_and_message_size() -> None:
         assert c.score("math", [{"response": "\\boxed{2}", "reference": "2"}])[0].score == 1.0
 
 
-@pytest.mark.slow  # waits out a drain: about 8 s
+@pytest.mark.slow  # waits out a drain: a few seconds
 def test_sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_0() -> None:
     srv = ServerProcess(MATH_CONFIG).start()
     try:
@@ -140,14 +144,15 @@ def test_sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_0() -> None:
         def call(i: int) -> None:
             with RewardClient(srv.address, retries=0) as c:
                 try:
-                    results[i] = c.score("math", [{"id": str(i), "response": SLOW, "reference": "1"}])
+                    results[i] = c.score("math", [{"id": str(i), "response": SLOW, "reference": "1"}],
+                                         options=ONE_SECOND)
                 except RewardServiceCallError as exc:
                     results[i] = exc
 
         threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
-        srv.wait_in_flight("math", 4)  # all four accepted; each takes ~3 s in a math worker
+        srv.wait_in_flight("math", 4)  # all four accepted; each takes ~1 s in one of 2 math workers
         srv.proc.send_signal(__import__("signal").SIGTERM)
         time.sleep(0.5)
         with RewardClient(srv.address, retries=0) as c:
