@@ -262,7 +262,7 @@ SLOW_MATH = {"response": "\\boxed{9^{9^{9^{9}}}}", "reference": "1"}  # runs int
 # is tested is the queue's order, and a spinning program's containment is test_code_hostile's job (16
 # spinning checks here burned ~16 CPU-s of a 2-core suite for the same ordering).
 STALL = {"response": "```python\nimport time\ndef f(x):\n    time.sleep(600)\n```", "reference": ASSERTS}
-#: Caller H's slow items: 8 is twice what the bound below allows ahead of O, and what FIFO would put there.
+#: Caller H's slow items. The test allows at most 4 of them ahead of O's item; FIFO would put all 8 there.
 FLOOD = 8
 
 

@@ -20,9 +20,9 @@ from rewardsvc.v1 import reward_pb2_grpc as pb_grpc
 from support import ServerProcess
 
 SLOW = "\\boxed{9^{9^{9^{9}}}}"  # runs into math-verify's limit in a worker, on a full core
-#: With SLOW: a per-request limit that gives math-verify 1 s (its limits are whole seconds) instead of the
-#: 3 s of the config's 5 s. Each SLOW check spins a core until then, and these tests only need it slow.
-ONE_SECOND = {"timeout_s": 2.0}
+#: Options sent with SLOW: a per-check limit of 2 s gives math-verify 1 s (its limits are whole seconds) instead
+#: of the 3 s the config's 5 s gives it. Each SLOW check spins a core until then; these tests only need it slow.
+SHORT_LIMIT = {"timeout_s": 2.0}
 
 
 def test_health_and_reflection_list_the_services(math_server) -> None:
@@ -62,7 +62,7 @@ def test_stream_answers_each_request_with_its_id_fast_ones_first(math_server) ->
             stub = pb_grpc.RewardServiceStub(ch)
 
             async def requests():
-                yield pb.ScoreRequest(request_id="slow", scorer="math", options=messages.options_to_struct(ONE_SECOND),
+                yield pb.ScoreRequest(request_id="slow", scorer="math", options=messages.options_to_struct(SHORT_LIMIT),
                                       items=[messages.item_to_pb(Item(id="s", response=SLOW, reference="1"))])
                 for i in range(3):
                     yield pb.ScoreRequest(request_id=f"fast{i}", scorer="math",
@@ -91,7 +91,7 @@ def test_metadata_reports_queue_time_when_items_wait_for_a_worker(math_server) -
     items = [messages.item_to_pb(Item(id=str(i), response=SLOW, reference=str(i + 1))) for i in range(4)]
     with grpc.insecure_channel(math_server.address) as ch:
         response = pb_grpc.RewardServiceStub(ch).Score(pb.ScoreRequest(
-            scorer="math", items=items, options=messages.options_to_struct(ONE_SECOND)), timeout=120)
+            scorer="math", items=items, options=messages.options_to_struct(SHORT_LIMIT)), timeout=120)
     meta = response.metadata
     assert meta.items == 4
     assert meta.queue_time_ns > 0 and meta.compute_time_ns > 0
@@ -145,7 +145,7 @@ def test_sigterm_drains_in_flight_calls_refuses_new_ones_and_exits_0() -> None:
             with RewardClient(srv.address, retries=0) as c:
                 try:
                     results[i] = c.score("math", [{"id": str(i), "response": SLOW, "reference": "1"}],
-                                         options=ONE_SECOND)
+                                         options=SHORT_LIMIT)
                 except RewardServiceCallError as exc:
                     results[i] = exc
 
