@@ -55,6 +55,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # first to import Serve (pytest_ignore_collect below), and pytest would list ~15 of these for it.
     config.addinivalue_line("filterwarnings",
                             r"ignore:Using extra keyword arguments on `Field` is deprecated:DeprecationWarning:ray\.")
+    # Third-party code the integration tests run, not ours: veRL 0.9.1 imports `ray.experimental.state`
+    # (verl/single_controller/ray/base.py) and TRL 1.16 reads `model.is_gradient_checkpointing`
+    # (trl/models/utils.py), both deprecated by the Ray and transformers versions installed here.
+    config.addinivalue_line("filterwarnings", r"ignore:Ray state API is no longer experimental:DeprecationWarning")
+    config.addinivalue_line("filterwarnings", r"ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
     if os.environ.get("PYTEST_XDIST_WORKER") or not config.getoption("numprocesses", None):
         return
     if fast_lane(config):

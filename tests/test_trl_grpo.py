@@ -50,8 +50,9 @@ def model_path() -> str:
 def grpo_args(tmp_path, steps: int = 2):
     from trl import GRPOConfig
 
-    # CPU and cheap: 1 prompt x 2 generations of at most 8 tokens per step.
-    return GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, gradient_checkpointing=False,
+    # CPU and cheap: 1 prompt x 2 generations of at most 8 tokens per step. (TRL 1.16 turns gradient
+    # checkpointing on by default; transformers 5 names it activation_checkpointing and warns on the old name.)
+    return GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, activation_checkpointing=False,
                       per_device_train_batch_size=2, num_generations=2, max_completion_length=8, max_steps=steps,
                       logging_steps=1, report_to="none", save_strategy="no", learning_rate=1e-5, seed=0,
                       dataloader_num_workers=0)
