@@ -53,6 +53,8 @@ def pytest_configure(config: pytest.Config) -> None:
     the environment its workers have (so their servers' environment matches what it imported under)."""
     # Ray Serve's own models use pydantic's deprecated Field arguments. Under `make test-fast` a test is the
     # first to import Serve (pytest_ignore_collect below), and pytest would list ~15 of these for it.
+    config.addinivalue_line("markers", "stops_module_server: stops a server the file's other tests share; "
+                                       "runs after them")
     config.addinivalue_line("filterwarnings",
                             r"ignore:Using extra keyword arguments on `Field` is deprecated:DeprecationWarning:ray\.")
     # Third-party code the integration tests run, not ours: veRL 0.9.1 imports `ray.experimental.state`
@@ -101,14 +103,16 @@ START_FIRST = ("test_ray_serve.py",)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """START_FIRST, then modules with the most slow tests first (stable otherwise). `make test` runs a
     file per xdist worker (--dist loadfile, module fixtures made once); a long module that started last
-    would leave the other workers idle at the end."""
+    would leave the other workers idle at the end. In a file, tests marked stops_module_server go last, in
+    any order of test ids given on the command line."""
     slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
     first_seen = {path: i for i, path in reversed(list(enumerate(item.path for item in items)))}
 
-    def order(item: pytest.Item) -> tuple[int, int, int]:
+    def order(item: pytest.Item) -> tuple[int, int, int, bool]:
         name = item.path.name
         first = START_FIRST.index(name) if name in START_FIRST else len(START_FIRST)
-        return first, -slow[item.path], first_seen[item.path]
+        stops = item.get_closest_marker("stops_module_server") is not None
+        return first, -slow[item.path], first_seen[item.path], stops
 
     items.sort(key=order)
 

@@ -184,6 +184,7 @@ def test_a_server_slower_than_the_item_deadline_is_an_item_timeout(svc):
     assert r.error is not None and r.error.code == ErrorCode.TIMEOUT and "deadline_s=0.2" in r.error.message
 
 
+@pytest.mark.stops_module_server
 def test_the_server_killed_mid_request_is_an_item_error_and_later_calls_fail_fast(svc, served):
     scorer = svc.service
 

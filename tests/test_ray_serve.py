@@ -296,9 +296,8 @@ def test_joining_without_ray_auth_mode_says_how_to_send_the_token(
     assert ray_server.wait_alive()
 
 
+@pytest.mark.stops_module_server
 def test_sigterm_deletes_the_application_and_stops_the_ray_it_started(ray_server: ServerProcess) -> None:
-    """Last in this file (pytest keeps a file's order unless given test ids in another): it stops the
-    module's server, so a test run after it finds nothing listening."""
     host, port = cluster_address(ray_server).rsplit(":", 1)
     ray.shutdown()  # this driver leaves first: the cluster is about to go
     assert ray_server.terminate(120) == 0

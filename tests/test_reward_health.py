@@ -48,18 +48,29 @@ def metric(text: str, name: str, **labels: str) -> float:
     return float(m.group(1))
 
 
-def math_groups() -> list[Item]:
-    def item(i: str, group: str, answer: str) -> Item:
-        return Item(id=i, prompt="2 + 2?", response=f"I think the answer is {answer}.", reference="4", group_id=group)
+def math_groups(right: int = 4) -> list[Item]:
+    """Three groups and a lone item on "what is `right`?". Tests that share the module's server ask about
+    different numbers, so none finds another's answers in the result cache."""
+    def item(i: str, group: str, answer: int) -> Item:
+        return Item(id=i, prompt=f"{right // 2} + {right - right // 2}?", response=f"I think the answer is {answer}.",
+                    reference=str(right), group_id=group)
 
-    return ([item(f"z{k}", "never-right", str(5 + k)) for k in range(4)]  # all wrong: zero-reward barrier
-            + [item("m0", "mixed", "4"), item("m1", "mixed", "5"), item("m2", "mixed", "4")]
-            + [item(f"r{k}", "always-right", "4") for k in range(3)]  # all right: flat, not zero
-            + [item("alone", "", "4")])
+    return ([item(f"z{k}", "never-right", right + 1 + k) for k in range(4)]  # all wrong: zero-reward barrier
+            + [item("m0", "mixed", right), item("m1", "mixed", right + 1), item("m2", "mixed", right)]
+            + [item(f"r{k}", "always-right", right) for k in range(3)]  # all right: flat, not zero
+            + [item("alone", "", right)])
+
+
+def counted(text: str, name: str, **labels: str) -> float:
+    """A counter's value in /metrics text; 0 before its first sample."""
+    sel = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    m = re.search(rf"^{re.escape(name)}\{{{re.escape(sel)}\}} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
 
 
 def test_a_zero_variance_group_shows_in_the_response_and_on_metrics(server: ServerProcess) -> None:
-    response = call(server, "math", math_groups())
+    before = server.metrics()  # the module's other tests may have scored math on this server first
+    response = call(server, "math", math_groups(4))
     health = response.metadata.health
     assert [r.score for r in response.results] == [0, 0, 0, 0, 1, 0, 1, 1, 1, 1, 1]
     assert (health.groups, health.flat_groups, health.all_zero_groups) == (3, 2, 1)
@@ -69,15 +80,21 @@ def test_a_zero_variance_group_shows_in_the_response_and_on_metrics(server: Serv
     # Dedupe: answer "4" is checked once for its six items, "5" once for two.
     assert response.metadata.deduplicated_items == 6
     text = server.metrics()
-    assert metric(text, "rewardsvc_reward_groups_total", scorer="math") == 3
-    assert metric(text, "rewardsvc_reward_flat_groups_total", scorer="math") == 2
-    assert metric(text, "rewardsvc_reward_all_zero_groups_total", scorer="math") == 1
+
+    def grew(name: str, **labels: str) -> float:
+        metric(text, name, **labels)  # exported
+        return counted(text, name, **labels) - counted(before, name, **labels)
+
+    assert grew("rewardsvc_reward_groups_total", scorer="math") == 3
+    assert grew("rewardsvc_reward_flat_groups_total", scorer="math") == 2
+    assert grew("rewardsvc_reward_all_zero_groups_total", scorer="math") == 1
+    # Shares of the last 1000 groups: the module's other math calls have groups of the same make-up.
     assert metric(text, "rewardsvc_reward_flat_group_fraction", scorer="math") == pytest.approx(2 / 3)
     assert metric(text, "rewardsvc_reward_all_zero_group_fraction", scorer="math") == pytest.approx(1 / 3)
-    assert metric(text, "rewardsvc_reward_verdicts_total", scorer="math", verdict="incorrect") == 5
-    assert metric(text, "rewardsvc_reward_score_bucket", le="0.0", scorer="math") == 5
-    assert metric(text, "rewardsvc_reward_score_count", scorer="math") == 11
-    assert metric(text, "rewardsvc_deduplicated_items_total", scorer="math") == 6
+    assert grew("rewardsvc_reward_verdicts_total", scorer="math", verdict="incorrect") == 5
+    assert grew("rewardsvc_reward_score_bucket", le="0.0", scorer="math") == 5
+    assert grew("rewardsvc_reward_score_count", scorer="math") == 11
+    assert grew("rewardsvc_deduplicated_items_total", scorer="math") == 6
 
 
 def test_cache_hits_errors_and_length_correlation_through_the_server(server: ServerProcess) -> None:
@@ -102,7 +119,7 @@ def test_cache_hits_errors_and_length_correlation_through_the_server(server: Ser
 
 
 def test_every_dashboard_query_names_metrics_the_server_exports(server: ServerProcess) -> None:
-    call(server, "math", math_groups())
+    call(server, "math", math_groups(6))
     # Every family the server declares (also those without samples yet), with a histogram's series.
     exported = set()
     for name, kind in re.findall(r"^# TYPE (\w+) (\w+)$", server.metrics(), re.M):
