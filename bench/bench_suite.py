@@ -10,7 +10,7 @@ servers, sandboxes and Ray daemons the tests start, and any other load: run it o
                  under today's `make test` runner (xdist, shared servers, the model-server zygote)
   make test      today's whole suite
 
-Usage: python bench/bench_suite.py [--baseline-commit C] [--skip-then] [--out FILE] [--logs DIR]
+Usage: python bench/bench_suite.py [--baseline-commit C] [--skip-then] [--logs DIR]
 Needs `make install` first; takes about 15 minutes on the 2-core development machine. Writes its section of
 bench/RESULTS.md (not with --skip-then: without the first row there is nothing to compare with).
 """
@@ -132,9 +132,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline-commit", default=BASELINE_COMMIT)
     parser.add_argument("--skip-then", action="store_true", help="do not run the baseline suite itself")
-    parser.add_argument("--out", type=Path, help="also write the table here")
     parser.add_argument("--logs", type=Path, default=Path(tempfile.gettempdir()) / "rewardsvc-bench-suite-logs",
-                        help="each run's whole output goes here (default: %(default)s)")
+                        help="each run's whole output, and the list of the same tests, go here (default: %(default)s)")
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
     if not PYTHON.exists():
@@ -150,8 +149,8 @@ def main() -> None:
         then_ids = collected(tree)
         now_ids = collected(REPO)
         same = mapped(then_ids, now_ids)
-        (work / "same-tests.txt").write_text("\n".join(same) + "\n")
-        shutil.copy(work / "same-tests.txt", args.logs / "same-tests.txt")
+        same_file = args.logs / "same-tests.txt"
+        same_file.write_text("\n".join(same) + "\n")
         print(f"{len(then_ids)} tests then; {len(same)} today's ids of them; {len(now_ids)} today",
               file=sys.stderr)
         if not args.skip_then:
@@ -159,7 +158,7 @@ def main() -> None:
             timings.append(timed("then", what, [str(PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider"], tree,
                                  args.logs))
         timings.append(timed("same tests", f"those tests today, `make test` runner ({len(same)} tests)",
-                             ["make", "test", f"PYTEST_ARGS=@{work / 'same-tests.txt'}"], REPO, args.logs))
+                             ["make", "test", f"PYTEST_ARGS=@{same_file}"], REPO, args.logs))
         timings.append(timed("make test", f"today's whole suite ({len(now_ids)} tests)", ["make", "test"], REPO,
                              args.logs))
     finally:
@@ -168,8 +167,6 @@ def main() -> None:
 
     table = report(timings, args.baseline_commit, load_before)
     print(table)
-    if args.out:
-        args.out.write_text(table + "\n")
     if not args.skip_then:
         write_section("Test suite: make test today vs the suite before issue 13 (bench_suite.py)",
                       "python bench/bench_suite.py", HOW + "\n\n" + table)

@@ -51,10 +51,10 @@ def fast_lane(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     """Under xdist, the controller starts the session's zygote for model servers (tests/zygote.py), under
     the environment its workers have (so their servers' environment matches what it imported under)."""
+    config.addinivalue_line("markers", "stops_module_server: stops a server the file's other tests share; "
+                                       "runs after them (pytest_collection_modifyitems)")
     # Ray Serve's own models use pydantic's deprecated Field arguments. Under `make test-fast` a test is the
     # first to import Serve (pytest_ignore_collect below), and pytest would list ~15 of these for it.
-    config.addinivalue_line("markers", "stops_module_server: stops a server the file's other tests share; "
-                                       "runs after them")
     config.addinivalue_line("filterwarnings",
                             r"ignore:Using extra keyword arguments on `Field` is deprecated:DeprecationWarning:ray\.")
     # Third-party code the integration tests run, not ours: veRL 0.9.1 imports `ray.experimental.state`

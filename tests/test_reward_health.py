@@ -41,11 +41,16 @@ def call(srv: ServerProcess, scorer: str, items: list[Item]) -> pb.ScoreResponse
         return pb_grpc.RewardServiceStub(ch).Score(request, timeout=120)
 
 
-def metric(text: str, name: str, **labels: str) -> float:
+def sample(text: str, name: str, **labels: str) -> float | None:
     sel = ",".join(f'{k}="{v}"' for k, v in labels.items())
     m = re.search(rf"^{re.escape(name)}\{{{re.escape(sel)}\}} (\S+)$", text, re.M)
-    assert m, f"{name}{{{sel}}} not in /metrics"
-    return float(m.group(1))
+    return float(m.group(1)) if m else None
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    value = sample(text, name, **labels)
+    assert value is not None, f"{name}{labels} not in /metrics"
+    return value
 
 
 def math_groups(right: int = 4) -> list[Item]:
@@ -61,13 +66,6 @@ def math_groups(right: int = 4) -> list[Item]:
             + [item("alone", "", right)])
 
 
-def counted(text: str, name: str, **labels: str) -> float:
-    """A counter's value in /metrics text; 0 before its first sample."""
-    sel = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    m = re.search(rf"^{re.escape(name)}\{{{re.escape(sel)}\}} (\S+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
 def test_a_zero_variance_group_shows_in_the_response_and_on_metrics(server: ServerProcess) -> None:
     before = server.metrics()  # the module's other tests may have scored math on this server first
     response = call(server, "math", math_groups(4))
@@ -81,9 +79,8 @@ def test_a_zero_variance_group_shows_in_the_response_and_on_metrics(server: Serv
     assert response.metadata.deduplicated_items == 6
     text = server.metrics()
 
-    def grew(name: str, **labels: str) -> float:
-        metric(text, name, **labels)  # exported
-        return counted(text, name, **labels) - counted(before, name, **labels)
+    def grew(name: str, **labels: str) -> float:  # a counter's increase (no sample yet before: 0)
+        return metric(text, name, **labels) - (sample(before, name, **labels) or 0.0)
 
     assert grew("rewardsvc_reward_groups_total", scorer="math") == 3
     assert grew("rewardsvc_reward_flat_groups_total", scorer="math") == 2
