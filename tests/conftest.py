@@ -76,7 +76,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.add_cleanup(lambda: _stop_zygote(proc, directory))
 
 
-def _stop_zygote(proc: subprocess.Popen[str], directory: str) -> None:
+def _stop_zygote(proc: subprocess.Popen[bytes], directory: str) -> None:
     import shutil
 
     assert proc.stdin is not None

@@ -57,3 +57,22 @@ def test_another_environment_starts_the_usual_way_and_says_why() -> None:
         with ServerProcess({"scorers": {"math": {"type": "math", "workers": 0}}},
                            env={"REWARDSVC_ZYGOTE_PROBE": "1"}, preimported=True) as srv:
             assert isinstance(srv.proc, subprocess.Popen)
+
+
+def test_a_zygote_whose_imports_fail_is_a_clear_error_for_the_client_that_waited(tmp_path: Path) -> None:
+    """The zygote listens before it imports (the session does not wait for it): a client that connected
+    meanwhile learns that it died, instead of hanging or failing on a bare int('')."""
+    from zygote import start_zygote
+
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    # Slow enough that the client below connects while the zygote is still importing.
+    (fake / "torch.py").write_text("import time\ntime.sleep(1)\nraise ImportError('no torch in this test')\n")
+    env = {**os.environ, "PYTHONPATH": f"{fake}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc, directory = start_zygote(env, str(tmp_path))
+    try:
+        with pytest.raises(RuntimeError, match="closed the connection before forking"):
+            ForkedProcess(os.path.join(directory, "zygote.sock"), "rewardsvc.cli", ["--help"], str(REPO), env)
+        assert proc.wait(30) != 0
+    finally:
+        proc.kill()

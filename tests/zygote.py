@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from typing import Any
 
 # What the suite's model servers import (the llama and bert model code: SmolLM2 and MiniLM checkpoints).
@@ -78,6 +79,11 @@ def _child(request: dict[str, Any], fds: list[int], sockets: list[socket.socket]
 
 
 def serve(path: str) -> None:
+    # Listening before the imports: the session goes on (its workers start and collect) while this process
+    # imports, and a client that connects early waits in the backlog until the first accept below.
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
     for name in PREIMPORT:
         __import__(name)
     assert "grpc" not in sys.modules, "the zygote must fork before grpc is imported"
@@ -85,10 +91,6 @@ def serve(path: str) -> None:
     # copying them when a collection writes to their object headers, and skip walking them at exit.
     gc.freeze()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches pytest, which stops us
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(64)
-    print("ready", flush=True)
     children: dict[int, tuple[socket.socket, int]] = {}  # pidfd -> (connection, pid)
     by_conn: dict[int, int] = {}  # connection fd -> pidfd
     while True:
@@ -133,18 +135,20 @@ def serve(path: str) -> None:
 
 # --- the client ---------------------------------------------------------------------------------------
 
-def start_zygote(env: dict[str, str], directory: str) -> tuple[subprocess.Popen[str], str]:
+def start_zygote(env: dict[str, str], directory: str) -> tuple[subprocess.Popen[bytes], str]:
     """The zygote for this session (its stdin is its lifeline) and the value of ENV_VAR for workers: the
-    directory that holds its socket and the environment it imported under."""
+    directory that holds its socket and the environment it imported under. Returns once it listens, not
+    once it has imported (~7 CPU-s): its first client waits for that instead of the whole session."""
     with open(os.path.join(directory, "env.json"), "w") as f:
         json.dump(_kept(env), f)
-    proc = subprocess.Popen([sys.executable, __file__, os.path.join(directory, "zygote.sock")], env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if line.strip() != "ready":
-        proc.kill()
-        raise RuntimeError(f"test zygote did not start: {line!r}")
+    path = os.path.join(directory, "zygote.sock")
+    proc = subprocess.Popen([sys.executable, __file__, path], env=env, stdin=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"test zygote did not start listening on {path} (exit code {proc.poll()})")
+        time.sleep(0.01)
     return proc, directory
 
 
@@ -184,7 +188,16 @@ class ForkedProcess:
             request = {"module": module, "args": args, "cwd": cwd, "env": env}
             socket.send_fds(self._conn, [json.dumps(request).encode()], [devnull.fileno(), write_end, write_end])
         os.close(write_end)
-        self.pid = int(self._line())
+        try:
+            pid = self._line()
+        except ConnectionResetError:  # it died with this connection in its backlog
+            pid = ""
+        if not pid.strip():
+            os.close(read_end)
+            self._conn.close()
+            raise RuntimeError(f"the test zygote at {path} closed the connection before forking: its stderr in "
+                               "the pytest output says why (an import of PREIMPORT failed?)")
+        self.pid = int(pid)
         self.stdout = os.fdopen(read_end, "r")
         self.returncode: int | None = None
 
