@@ -82,8 +82,9 @@ def serve(path: str) -> None:
     # Listening before the imports: the session goes on (its workers start and collect) while this process
     # imports, and a client that connects early waits in the backlog until the first accept below.
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
+    listener.bind(path + ".tmp")
     listener.listen(64)
+    os.rename(path + ".tmp", path)  # the path appears listening: start_zygote waits for it
     for name in PREIMPORT:
         __import__(name)
     assert "grpc" not in sys.modules, "the zygote must fork before grpc is imported"
