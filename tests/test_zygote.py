@@ -76,3 +76,5 @@ def test_a_zygote_whose_imports_fail_is_a_clear_error_for_the_client_that_waited
         assert proc.wait(30) != 0
     finally:
         proc.kill()
+        assert proc.stdin is not None
+        proc.stdin.close()

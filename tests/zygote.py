@@ -189,10 +189,7 @@ class ForkedProcess:
             request = {"module": module, "args": args, "cwd": cwd, "env": env}
             socket.send_fds(self._conn, [json.dumps(request).encode()], [devnull.fileno(), write_end, write_end])
         os.close(write_end)
-        try:
-            pid = self._line()
-        except ConnectionResetError:  # it died with this connection in its backlog
-            pid = ""
+        pid = self._line()
         if not pid.strip():
             os.close(read_end)
             self._conn.close()
@@ -203,10 +200,14 @@ class ForkedProcess:
         self.returncode: int | None = None
 
     def _line(self) -> str:
-        """One line from the zygote, unbuffered: a buffered reader could swallow the exit code that select waits for."""
+        """One line from the zygote, unbuffered: a buffered reader could swallow the exit code that select waits for.
+        Empty when the zygote is gone (a reset: it died with this connection still in its backlog)."""
         out = b""
         while not out.endswith(b"\n"):
-            byte = self._conn.recv(1)
+            try:
+                byte = self._conn.recv(1)
+            except ConnectionResetError:
+                return ""
             if not byte:
                 break
             out += byte
