@@ -80,6 +80,8 @@ class ScoringService:
         # Peers first (on Ray, a composite's replica holds its peers as handles: already in `scorers`).
         order = dependency_order({name: s.uses() for name, s in self.scorers.items()})
         try:
+            for scorer in self.scorers.values():
+                scorer.check_peers(self.scorers)
             for name in order:
                 scorer = self.scorers[name]
                 t0 = time.perf_counter()

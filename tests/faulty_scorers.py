@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from rewardsvc.batching import BatcherConfig, DynamicBatcher
 from rewardsvc.scorers.base import Scorer, option
+from rewardsvc.scorers.math import MathScorer
 from rewardsvc.types import ErrorCode, Item, Result
 from rewardsvc.verifiers.workerpool import PoolTimeoutError, WorkerCrashedError, WorkerPool
 
@@ -120,3 +121,11 @@ class WorkerFaults(Scorer):
             except WorkerCrashedError as exc:
                 out.append(Result.failed(it.id, ErrorCode.INTERNAL, str(exc)))
         return out
+
+
+class MathNeverStarted(MathScorer):
+    """The math scorer's config and options, and a start that fails the test: for config errors that must
+    be found before any scorer starts (a model load, a worker pool)."""
+
+    async def start(self, peers) -> None:
+        raise AssertionError(f"scorer {self.name!r} started before the config error was found")

@@ -154,8 +154,9 @@ def test_nested_composite_and_component_errors(service) -> None:
     ({"mode": "shaping", "components": [{"scorer": "math"}], "center": "median"}, "center"),
 ])
 def test_config_errors(stanza: dict, match: str) -> None:
-    # The composite comes first, so it fails before the math workers start.
-    cfg = {"scorers": {"loop": {"type": "composite", **stanza}, "math": {"type": "math", "workers": 1}}}
+    # Found before any scorer starts: "math" fails the test if it starts (a model would load, workers spawn).
+    cfg = {"scorers": {"loop": {"type": "composite", **stanza},
+                       "math": {"type": "faulty_scorers:MathNeverStarted"}}}
 
     async def main():
         async with ScoringService(parse_config(cfg)):

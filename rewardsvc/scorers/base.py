@@ -53,6 +53,11 @@ class Scorer(abc.ABC):
         starts them first and refuses loops; on Ray each becomes a handle this scorer's replica gets."""
         return []
 
+    def check_peers(self, peers: Mapping[str, Scorer]) -> None:  # noqa: B027 - a hook: most scorers use none
+        """Raise ConfigError when this scorer can't work with `peers` (e.g. options it passes to a scorer it
+        uses that that scorer refuses). The service asks every scorer before it starts any, so such a
+        mistake costs no model load or worker start."""
+
     async def start(self, peers: Mapping[str, Scorer]) -> None:  # noqa: B027 - a hook: most scorers load nothing
         """Load models, start worker pools. `peers` holds at least the scorers named by `uses()`."""
 

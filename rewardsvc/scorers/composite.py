@@ -62,6 +62,24 @@ class CompositeConfig:
     thought_threshold: float = option(0.5, "progress: a prefix value at or above this is a good step")
 
 
+def _check_stanza(where: str, cfg: CompositeConfig) -> None:
+    """What the stanza alone can get wrong (the components' names and options need the peers)."""
+    if cfg.mode not in MODES:
+        raise ConfigError(f"{where}: mode {cfg.mode!r}: use one of {list(MODES)}")
+    if cfg.mode == "gated":
+        if cfg.outcome is None or cfg.process is None:
+            raise ConfigError(f"{where}: mode gated needs `outcome:` and `process:` components")
+    elif not cfg.components:
+        raise ConfigError(f"{where}: mode {cfg.mode} needs at least one entry in `components:`")
+    if cfg.mode == "progress" and not cfg.step_separator:
+        raise ConfigError(f"{where}: step_separator must not be empty")
+    if cfg.mode == "shaping":
+        if isinstance(cfg.center, str) and cfg.center not in ("group", "reference"):
+            raise ConfigError(f"{where}: center {cfg.center!r}: use group, reference or a number")
+        if not cfg.temperature > 0:
+            raise ConfigError(f"{where}: temperature must be > 0")
+
+
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
@@ -90,6 +108,7 @@ class CompositeScorer(Scorer):
 
     def __init__(self, name: str, config: CompositeConfig) -> None:
         super().__init__(name, config)
+        _check_stanza(f"scorer {name!r}", config)  # at config load: before any scorer starts
         self.peers: dict[str, Scorer] = {}
         # Parsed options per Component object (one scorer may appear twice with different options).
         self.options: dict[int, Any] = {}
@@ -103,23 +122,8 @@ class CompositeScorer(Scorer):
     def uses(self) -> list[str]:
         return list(dict.fromkeys(c.scorer for c in self._needed()))
 
-    async def start(self, peers: Mapping[str, Scorer]) -> None:
-        cfg: CompositeConfig = self.config
+    def check_peers(self, peers: Mapping[str, Scorer]) -> None:
         where = f"scorer {self.name!r}"
-        if cfg.mode not in MODES:
-            raise ConfigError(f"{where}: mode {cfg.mode!r}: use one of {list(MODES)}")
-        if cfg.mode == "gated":
-            if cfg.outcome is None or cfg.process is None:
-                raise ConfigError(f"{where}: mode gated needs `outcome:` and `process:` components")
-        elif not cfg.components:
-            raise ConfigError(f"{where}: mode {cfg.mode} needs at least one entry in `components:`")
-        if cfg.mode == "progress" and not cfg.step_separator:
-            raise ConfigError(f"{where}: step_separator must not be empty")
-        if cfg.mode == "shaping":
-            if isinstance(cfg.center, str) and cfg.center not in ("group", "reference"):
-                raise ConfigError(f"{where}: center {cfg.center!r}: use group, reference or a number")
-            if not cfg.temperature > 0:
-                raise ConfigError(f"{where}: temperature must be > 0")
         for comp in self._needed():
             peer = peers.get(comp.scorer)
             if peer is None:
@@ -134,6 +138,9 @@ class CompositeScorer(Scorer):
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
             self.peers[comp.scorer] = peer
+
+    async def start(self, peers: Mapping[str, Scorer]) -> None:
+        self.check_peers(peers)  # the service has asked already; a caller that starts it directly has not
 
     def check_item(self, item: Item) -> str | None:
         cfg: CompositeConfig = self.config
