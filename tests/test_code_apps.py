@@ -18,7 +18,7 @@ from trainer_sources import trainer_source
 
 from rewardsvc.types import ErrorCode
 
-pytestmark = pytest.mark.slow  # a code sandbox and one prime_code process per case
+pytestmark = pytest.mark.slow  # a code sandbox, and veRL's prime_code in a process of its own
 
 
 def stdin(program: str, outputs: list[str], inputs: list[str] | None = None) -> tuple[str, dict]:
@@ -63,38 +63,44 @@ cases = json.loads(sys.stdin.read())
 print(json.dumps([float(default_compute_score("apps", r, json.dumps(g))) for r, g in cases]))
 """
 
+PARTIAL_CALL = call("def f(a):\n    return 1", ["1", "2"], ["1", "9"])
+EXIT_ONE = stdin("print(3)\nimport sys\nsys.exit(1)", ["3\n"])
+RAW_LISTS = call("def f(a, b):\n    return a + b", [[1, 2], [3, 4]], [[3], [7]])  # raw APPS: arguments as lists
+LIST_OUTPUT = stdin("print(1)\nprint(2)", [["1", "2"]])  # an output given as its lines
+DIFFERENT = [PARTIAL_CALL, EXIT_ONE, RAW_LISTS, LIST_OUTPUT]
 
-def prime_code(*cases: tuple[str, dict]) -> list[float]:
-    """veRL's own verdicts, in a fresh process: prime_code forks per test, which must not happen in
-    a process whose threads (the in-process sandbox pool's) may hold locks."""
+
+@pytest.fixture(scope="module")
+def prime_code() -> dict[str, float]:
+    """veRL's own verdict on every case of this file, by name (the differences by index), from one fresh
+    process: importing veRL takes ~6 CPU-s, and prime_code forks per test, which must not happen in a
+    process whose threads (the in-process sandbox pool's) may hold locks."""
+    names = [*AGREE, *(str(i) for i in range(len(DIFFERENT)))]
+    cases = [*AGREE.values(), *DIFFERENT]
     env = {**os.environ, "PYTHONPATH": str(trainer_source())}
     out = subprocess.run([sys.executable, "-c", PRIME_CODE], input=json.dumps(cases), capture_output=True,
                          text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return dict(zip(names, json.loads(out.stdout.strip().splitlines()[-1]), strict=True))
 
 
-def test_apps_tests_score_as_prime_code_scores_them(scorer) -> None:
+def test_apps_tests_score_as_prime_code_scores_them(scorer, prime_code) -> None:
     names = list(AGREE)
     ours = scorer.score([{"id": n, "response": AGREE[n][0], "reference": json.dumps(AGREE[n][1])} for n in names])
     assert [r.error for r in ours] == [None] * len(names)
-    theirs = dict(zip(names, prime_code(*(AGREE[n] for n in names))))
+    theirs = {n: prime_code[n] for n in names}
     assert {r.id: r.score for r in ours} == theirs
     assert 0 < sum(theirs.values()) < len(names)  # passes and failures both: the comparison can fail
 
 
-def test_documented_differences_from_prime_code(scorer) -> None:
-    partial_call = call("def f(a):\n    return 1", ["1", "2"], ["1", "9"])
-    exit_one = stdin("print(3)\nimport sys\nsys.exit(1)", ["3\n"])
-    raw_lists = call("def f(a, b):\n    return a + b", [[1, 2], [3, 4]], [[3], [7]])  # raw APPS: arguments as lists
-    list_output = stdin("print(1)\nprint(2)", [["1", "2"]])  # an output given as its lines
-    cases = [partial_call, exit_one, raw_lists, list_output]
-    ours = scorer.score([{"id": str(i), "response": r, "reference": json.dumps(g)} for i, (r, g) in enumerate(cases)])
+def test_documented_differences_from_prime_code(scorer, prime_code) -> None:
+    ours = scorer.score([{"id": str(i), "response": r, "reference": json.dumps(g)}
+                         for i, (r, g) in enumerate(DIFFERENT)])
     assert [r.score for r in ours] == [0.5, 0.0, 1.0, 1.0]
     # prime_code: a call-based problem's partial credit reruns tests without fn_name (all or
     # nothing); sys.exit(n) is swallowed; raw list inputs crash its parser, list outputs its
     # truncation of the expected text.
-    assert prime_code(*cases) == [0.0, 1.0, 0.0, 0.0]
+    assert [prime_code[str(i)] for i in range(len(DIFFERENT))] == [0.0, 1.0, 0.0, 0.0]
 
 
 @pytest.mark.parametrize(("reference", "message"), [

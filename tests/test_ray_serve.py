@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import importlib.util
 import json
 import math
 import os
@@ -27,19 +28,20 @@ import grpc
 import pytest
 import yaml
 
-ray = pytest.importorskip("ray", reason="Ray Serve tests need the rewardsvc[ray] extra: pip install 'rewardsvc[ray]'")
-serve = pytest.importorskip("ray.serve", reason="Ray Serve tests need ray[serve]: pip install 'rewardsvc[ray]'")
+from rewardsvc import messages
+from rewardsvc.client import AsyncRewardClient, RewardClient, RewardServiceCallError
+from rewardsvc.types import ErrorCode, Item
+from rewardsvc.v1 import reward_pb2 as pb
+from rewardsvc.v1 import reward_pb2_grpc as pb_grpc
+from encoder_models import minilm_dir
+from rewardsvc.config import parse_config
+from rewardsvc.service import ScoringService
+from support import ServerProcess
 
-from rewardsvc import messages  # noqa: E402
-from rewardsvc.client import AsyncRewardClient, RewardClient, RewardServiceCallError  # noqa: E402
-from rewardsvc.rayserve.app import INGRESS_NAME, free_port, local_cpus  # noqa: E402
-from rewardsvc.types import ErrorCode, Item  # noqa: E402
-from rewardsvc.v1 import reward_pb2 as pb  # noqa: E402
-from rewardsvc.v1 import reward_pb2_grpc as pb_grpc  # noqa: E402
-from encoder_models import minilm_dir  # noqa: E402
-from rewardsvc.config import parse_config  # noqa: E402
-from rewardsvc.service import ScoringService  # noqa: E402
-from support import ServerProcess  # noqa: E402
+# Checked, not imported: every xdist worker imports every test file at collection (tests/test_suite_lanes.py),
+# and one runs this file. Ray, Serve and rewardsvc.rayserve (~1.5 CPU-s of imports) come in where used.
+if importlib.util.find_spec("ray") is None:
+    pytest.skip("Ray Serve tests need the rewardsvc[ray] extra: pip install 'rewardsvc[ray]'", allow_module_level=True)
 
 pytestmark = pytest.mark.slow
 
@@ -57,6 +59,8 @@ def _rm_stanza() -> dict:
 
 
 def _config() -> dict:
+    from rewardsvc.rayserve.app import free_port
+
     return {
         "server": {"auth_token_env": TOKEN_ENV},
         "scorers": {
@@ -82,6 +86,8 @@ def _expected(item: dict) -> float:
 
 @pytest.fixture(scope="module")
 def ray_server() -> Iterator[ServerProcess]:
+    import ray
+
     srv = ServerProcess(_config(), env={TOKEN_ENV: TOKEN}, startup_timeout_s=300, args=["--ray"])
     srv.env.pop("RAY_ADDRESS", None)  # the CLI starts its own local Ray
     with srv:
@@ -121,12 +127,16 @@ def cluster_address(srv: ServerProcess) -> str:
 
 
 def _replica_states() -> dict[str, int]:
+    from ray import serve
+
     status = serve.status().applications[APP].deployments["math"]
     return {str(k.value if hasattr(k, "value") else k): v for k, v in status.replica_states.items()}
 
 
 @pytest.mark.usefixtures("join_without_auth_mode")  # starts it: see the fixture
 def test_a_local_ray_the_cli_starts_sizes_unsized_replicas_to_fit_the_machine(ray_server: ServerProcess) -> None:
+    from rewardsvc.rayserve.app import local_cpus
+
     cpus = local_cpus()
     lines = ray_server.output
     assert any(RAY_STARTED in line for line in lines)  # ray.init's own line: this CLI started Ray
@@ -150,6 +160,11 @@ def test_a_local_ray_the_cli_starts_sizes_unsized_replicas_to_fit_the_machine(ra
 
 
 def test_two_replicas_share_500_items_and_killing_one_loses_none(ray_server: ServerProcess) -> None:
+    import ray
+    from ray import serve
+
+    from rewardsvc.rayserve.app import INGRESS_NAME
+
     items = _math_items(CALLS * PER_CALL)
     chunks = [items[i : i + PER_CALL] for i in range(0, len(items), PER_CALL)]
     killed: list[str] = []
@@ -250,6 +265,11 @@ def test_replicas_a_joined_cluster_cannot_place_fail_after_the_start_timeout_wit
     what the cluster has, and removes its application; the cluster and the application it shares it with
     go on. Two replicas of 3/4 of the machine each: more than the cluster has, and the module's
     application holds most of its CPUs."""
+    import ray
+    from ray import serve
+
+    from rewardsvc.rayserve.app import free_port
+
     app = "rewardsvc-too-big"
     total = ray.cluster_resources()["CPU"]
     each = 0.75 * total
@@ -298,6 +318,8 @@ def test_joining_without_ray_auth_mode_says_how_to_send_the_token(
 
 @pytest.mark.stops_module_server
 def test_sigterm_deletes_the_application_and_stops_the_ray_it_started(ray_server: ServerProcess) -> None:
+    import ray
+
     host, port = cluster_address(ray_server).rsplit(":", 1)
     ray.shutdown()  # this driver leaves first: the cluster is about to go
     assert ray_server.terminate(120) == 0

@@ -41,7 +41,7 @@ def test_a_forked_cli_prints_and_exits_as_a_fresh_one(tmp_path: Path) -> None:
 
 
 def test_a_forked_server_stops_on_sigterm_and_dies_on_sigkill() -> None:
-    config = {"scorers": {"math": {"type": "math", "workers": 0}}}
+    config = {"scorers": {"code": {"type": "code", "workers": 1}}}  # no model, and no sympy to import
     with ServerProcess(config, preimported=True) as srv:
         assert isinstance(srv.proc, ForkedProcess)
         assert srv.terminate() == 0
@@ -54,7 +54,7 @@ def test_a_forked_server_stops_on_sigterm_and_dies_on_sigkill() -> None:
 
 def test_another_environment_starts_the_usual_way_and_says_why() -> None:
     with pytest.warns(UserWarning, match="without the test zygote: REWARDSVC_ZYGOTE_PROBE differ"):
-        with ServerProcess({"scorers": {"math": {"type": "math", "workers": 0}}},
+        with ServerProcess({"scorers": {"code": {"type": "code", "workers": 1}}},
                            env={"REWARDSVC_ZYGOTE_PROBE": "1"}, preimported=True) as srv:
             assert isinstance(srv.proc, subprocess.Popen)
 
