@@ -47,6 +47,16 @@ def made_once(name: str, build: Any) -> str:
     return str(out)
 
 
+def model_cli(module: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[str] | ForkedProcess:
+    """`python -m module *args` in REPO with stdout and stderr merged into `.stdout`: forked from the
+    session's zygote (tests/zygote.py) when one runs and `env` keeps what it imported under, which skips
+    ~7 CPU-s of torch and transformers imports; a fresh interpreter otherwise."""
+    if zygote := zygote_for(env):
+        return ForkedProcess(zygote, module, args, str(REPO), env)
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 class ServerProcess:
     """`with ServerProcess({"scorers": {...}}) as srv: RewardClient(srv.address)...`
 
@@ -88,8 +98,8 @@ class ServerProcess:
         cfg_path = Path(self._tmp.name) / "config.yaml"
         cfg_path.write_text(yaml.safe_dump(self.config))
         args = ["serve", "--config", str(cfg_path), *self.args]
-        if self.preimported and (zygote := zygote_for(self.env)):
-            self.proc = ForkedProcess(zygote, "rewardsvc.cli", args, str(REPO), self.env)
+        if self.preimported:
+            self.proc = model_cli("rewardsvc.cli", args, self.env)
         else:
             self.proc = subprocess.Popen([sys.executable, "-m", "rewardsvc.cli", *args], cwd=REPO, env=self.env,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

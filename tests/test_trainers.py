@@ -241,18 +241,12 @@ def test_resumed_run_continues_from_its_step_to_the_same_weights(tmp_path: Path)
 def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_path: Path) -> None:
     from rewardsvc.trainers.cli import main
 
-    from zygote import ForkedProcess, zygote_for
+    from support import model_cli
 
     out = tmp_path / "run"
-    args = rm_args(out, max_steps=1000, batch_size=2, max_length=48)
-    env = dict(os.environ)
-    # A fresh interpreter's SIGINT handling either way; from the session's zygote, without ~4 CPU-s of imports.
-    proc: subprocess.Popen[str] | ForkedProcess
-    if zygote := zygote_for(env):
-        proc = ForkedProcess(zygote, "rewardsvc.trainers.cli", args, str(REPO), env)
-    else:
-        proc = subprocess.Popen([sys.executable, "-m", "rewardsvc.trainers.cli", *args], cwd=REPO, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A fresh interpreter's SIGINT handling, forked or not (tests/zygote.py resets it in the child).
+    proc = model_cli("rewardsvc.trainers.cli", rm_args(out, max_steps=1000, batch_size=2, max_length=48),
+                     dict(os.environ))
     assert proc.stdout is not None
     try:
         deadline = time.monotonic() + 240

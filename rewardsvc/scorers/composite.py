@@ -123,6 +123,8 @@ class CompositeScorer(Scorer):
         return list(dict.fromkeys(c.scorer for c in self._needed()))
 
     def check_peers(self, peers: Mapping[str, Scorer]) -> None:
+        """Each component's scorer and its parsed options, kept for scoring: the service calls this once,
+        before it starts any scorer, so nothing is left for `start`."""
         where = f"scorer {self.name!r}"
         for comp in self._needed():
             peer = peers.get(comp.scorer)
@@ -138,9 +140,6 @@ class CompositeScorer(Scorer):
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
             self.peers[comp.scorer] = peer
-
-    async def start(self, peers: Mapping[str, Scorer]) -> None:
-        self.check_peers(peers)  # the service has asked already; a caller that starts it directly has not
 
     def check_item(self, item: Item) -> str | None:
         cfg: CompositeConfig = self.config
