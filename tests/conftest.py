@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -43,6 +44,14 @@ os.environ.setdefault("RAY_SERVE_CONTROL_LOOP_INTERVAL_S", "0.5")
 os.environ.setdefault("RAY_SERVE_METRICS_EXPORT_INTERVAL_MS", "2000")
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection built lives to the end of the session: frozen, the collections the tests trigger
+    do not walk it (as `rewardsvc serve` does after its start, rewardsvc/heap.py)."""
+    gc.collect()
+    gc.freeze()
+    gc.enable()
+
+
 def fast_lane(config: pytest.Config) -> bool:
     """`make test-fast`: no slow test runs, so nothing is prepared for them."""
     return (config.getoption("markexpr", "") or "").strip() == "not slow"
@@ -63,6 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", r"ignore:Ray state API is no longer experimental:DeprecationWarning")
     config.addinivalue_line("filterwarnings", r"ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
     if os.environ.get("PYTEST_XDIST_WORKER") or not config.getoption("numprocesses", None):
+        gc.disable()  # until pytest_collection_finish: importing the test files only adds objects that live on
         return
     if fast_lane(config):
         return  # the model servers are all in slow tests: `make test-fast` would pay its imports for nothing

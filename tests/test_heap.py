@@ -1,5 +1,6 @@
-"""rewardsvc.heap.skip_gc_at_exit: the process's last collection is skipped, and what a process does at exit
-still happens around it (exit handlers; modules' globals cleared, so their files are flushed and closed)."""
+"""rewardsvc.heap: start-up frees its garbage and freezes what lives on (startup_heap); the process's last
+collection is skipped, and what a process does at exit still happens around it (exit handlers; modules'
+globals cleared, so their files are flushed and closed)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,36 @@ def test_exit_handlers_and_module_teardown_still_run_around_the_skipped_collecti
     assert main.read_text() == "the script's too"
     assert int(before.read_text()) == 0  # handlers registered later saw the heap as usual
     assert int(after.read_text()) >= 1000  # then everything alive went to the permanent generation
+
+
+STARTUP = """
+import gc, weakref
+from rewardsvc.heap import startup_heap
+
+class Node:
+    def __init__(self): self.me = self  # a reference cycle: only the collector frees it
+
+with startup_heap():
+    assert not gc.isenabled()  # paused while start-up builds what lives on
+    kept = [Node() for _ in range(1000)]
+    dropped = Node()
+    gone = weakref.ref(dropped)
+    del dropped  # start-up garbage, in a cycle
+assert gc.isenabled()
+assert gone() is None, "start-up garbage was frozen instead of freed"
+assert gc.get_freeze_count() >= 1000  # what start-up kept is out of the collector's sight
+
+gc.disable()
+try:
+    with startup_heap():
+        raise RuntimeError("a scorer failed to start")
+except RuntimeError:
+    pass
+assert not gc.isenabled()  # a collector paused before is left paused, failure or not
+print("ok")
+"""
+
+
+def test_startup_heap_frees_start_up_garbage_then_freezes_what_lives_on() -> None:
+    proc = subprocess.run([sys.executable, "-c", STARTUP], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

@@ -33,6 +33,7 @@ from ray.serve.handle import DeploymentHandle
 from rewardsvc import messages
 from rewardsvc.config import Config, ScorerSpec
 from rewardsvc.errors import ConfigError, RewardServiceError, UnknownScorerError
+from rewardsvc.heap import startup_heap
 from rewardsvc.rayserve.layout import (
     INGRESS_NAME,
     Ask,
@@ -133,7 +134,8 @@ class ScorerDeployment:
         # ScoringService.start() passes its `scorers` to each scorer as peers: the remote ones go in first.
         for peer, handle in peers.items():
             self.service.scorers[peer] = PeerScorer(specs[peer], handle)
-        await self.service.start()
+        with startup_heap():  # a replica is a process of its own (Ray Serve: one actor per replica)
+            await self.service.start()
 
     async def score_timed(self, items: list[Item], options: dict[str, Any]) -> tuple[list[Result], ScoreTiming]:
         results, timing = await self.service.score_timed(self.name, items, options)

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from rewardsvc import caller, messages, threads
 from rewardsvc.config import Config, ServerConfig
 from rewardsvc.errors import ConfigError, RewardServiceError
+from rewardsvc.heap import startup_heap
 from rewardsvc.logs import safe
 from rewardsvc.server.auth import BearerTokenInterceptor, load_token
 from rewardsvc.server.prometheus import Metrics
@@ -406,7 +407,10 @@ async def serve(config: Config, ready_message: bool = True) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     t0 = time.perf_counter()
-    await server.start()
+    # This process's start-up: the scorers' imports and models. Not in RewardServer.start, which runs in
+    # other processes too (the demo's): freezing is a choice for the process that owns its heap.
+    with startup_heap():
+        await server.start()
     names = ", ".join(server.service.scorers) or "none"
     metrics = (f"; metrics: http://{config.server.metrics_host}:{server.metrics_port}/metrics"
                if server.metrics_port else "")
