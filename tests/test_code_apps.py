@@ -56,7 +56,10 @@ def scorer() -> InProcessService:
     svc.close()
 
 
+# gc paused: collections during veRL's imports, then in each case's fork (prime_code forks per case) walking
+# the whole inherited heap, were ~40% of this short-lived process's CPU.
 PRIME_CODE = """
+import gc; gc.disable()
 import json, sys
 from verl.utils.reward_score import default_compute_score
 cases = json.loads(sys.stdin.read())
