@@ -53,12 +53,16 @@ class Case:
     prompt: str = ""
     before: list[dict[str, Any]] = field(default_factory=list)  # items sent first (litter for the next run)
     error: ErrorCode | None = None
+    timeout_s: float | None = None  # the item's own limit, under the server's 3 s
 
     def item(self) -> dict[str, Any]:
+        ref: dict[str, Any]
         if self.style == "check":
             ref = {"test": self.test_code, "entry_point": "f"}
         else:
             ref = {"asserts": self.tests}
+        if self.timeout_s is not None:
+            ref["timeout_s"] = self.timeout_s
         return {"id": "hostile", "prompt": self.prompt, "response": self.code, "reference": json.dumps(ref)}
 
 
@@ -73,7 +77,8 @@ POLY_PROMPT = (
 POLY_TEST = "def check(candidate):\n    xs = [1, 2]\n    assert math.fabs(poly(xs, candidate(xs))) < 1e-4\n"
 
 CASES: dict[str, Case] = {
-    "infinite_loop": Case("def f():\n    while True:\n        pass\n", ["assert f()"], {"timeout"}),
+    # A spinning program holds a core until its limit: its own, shorter than the server's.
+    "infinite_loop": Case("def f():\n    while True:\n        pass\n", ["assert f()"], {"timeout"}, timeout_s=1.0),
     "sleep_forever": Case("import time\ntime.sleep(10**9)\ndef f():\n    return 1\n", ["assert f() == 1"], {"timeout"}),
     "fork_bomb": Case("import os\ndef f():\n    while True:\n        os.fork()\n", ["assert f()"], NOT_PASSED),
     "alloc_8gb": Case("def f():\n    return len(bytearray(8 << 30))\n", ["assert f() > 0"], {"memory"}),
@@ -126,7 +131,8 @@ CASES: dict[str, Case] = {
     "kill_everything": Case("import os\ndef f():\n    os.kill(-1, 9)\n    return 0\n", ["assert f() == 42"],
                             {"failed", "runtime_error"}),
     "ignore_sigalrm": Case("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nsignal.alarm(1)\n"
-                           "def f():\n    while True:\n        pass\n", ["assert f()"], {"timeout"}),
+                           "def f():\n    while True:\n        pass\n", ["assert f()"], {"timeout"},
+                           timeout_s=1.5),  # past the alarm it ignores
     "recursion_segfault": Case(
         "import sys\nsys.setrecursionlimit(10**6)\ndef f():\n    x = []\n    for _ in range(10**6):\n        x = [x]\n"
         "    return len(repr(x)) > 0\n", ["assert f()"], {"runtime_error", "timeout", "memory", "failed"}),
