@@ -19,7 +19,6 @@ exit code (negative: killed by that signal) as a line. A client that hangs up ki
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import runpy
@@ -85,15 +84,14 @@ def serve(path: str) -> None:
     listener.bind(path + ".tmp")
     listener.listen(64)
     os.rename(path + ".tmp", path)  # the path appears listening: start_zygote waits for it
-    gc.disable()  # the imports only add objects that live on: collecting during them walks them for nothing
-    for name in PREIMPORT:
-        __import__(name)
+    from rewardsvc.heap import startup_heap
+
+    # Frozen before the forks (Python's gc docs): the children share these pages instead of copying them
+    # when a collection writes to their object headers, and skip walking them at exit.
+    with startup_heap():
+        for name in PREIMPORT:
+            __import__(name)
     assert "grpc" not in sys.modules, "the zygote must fork before grpc is imported"
-    # Out of gc's sight before the forks (Python's gc docs): the children share these pages instead of
-    # copying them when a collection writes to their object headers, and skip walking them at exit.
-    gc.collect()
-    gc.freeze()
-    gc.enable()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches pytest, which stops us
     children: dict[int, tuple[socket.socket, int]] = {}  # pidfd -> (connection, pid)
     by_conn: dict[int, int] = {}  # connection fd -> pidfd
