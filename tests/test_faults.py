@@ -71,6 +71,8 @@ def test_each_fault_is_an_item_error_and_the_server_stays_serving() -> None:
         assert serving(srv.address) and srv.wait_alive()
         # SIGTERM: the drain ends and the process exits although the hung backend thread never returns.
         assert srv.terminate(60) == 0
+        assert any("still busy 3s after the drain (a hung backend call?); exiting without them" in line
+                   for line in srv.output), srv.output[-10:]
 
 
 @pytest.mark.slow  # a loaded server drained by SIGTERM: about 25 s
