@@ -40,8 +40,9 @@ demo: install
 	$(PY) -m rewardsvc.demo
 
 # Three pytest-xdist workers on this 2-core machine: many files spend much of their time waiting (servers
-# starting, timeouts and drains, Ray clusters), and a third worker fills that time (the whole suite:
-# 421 s with two, 397-404 s with three, 424 s with four; both cores are ~90% busy with three). Each test
+# starting, timeouts and drains, Ray clusters), and a third worker fills that time (the whole suite on
+# 2026-12-03: 294 s with two, 240-266 s with three, 267-280 s with four, alternated; both cores are ~95%
+# busy with three, and a fourth worker adds its imports and contention). Each test
 # file stays on one worker, so module fixtures (shared servers, loaded models, training runs) are made
 # once, and tests/conftest.py starts the Ray files first, then the files with the most slow tests. pytest's exit 5 (no tests collected) fails
 # the target.
