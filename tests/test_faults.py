@@ -12,6 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import MATH_CONFIG
+from rewardsvc.cli import STUCK_THREAD_WAIT_S
 from rewardsvc.client import RewardClient, RewardServiceCallError
 from support import ServerProcess
 
@@ -71,8 +72,8 @@ def test_each_fault_is_an_item_error_and_the_server_stays_serving() -> None:
         assert serving(srv.address) and srv.wait_alive()
         # SIGTERM: the drain ends and the process exits although the hung backend thread never returns.
         assert srv.terminate(60) == 0
-        assert any("still busy 3s after the drain (a hung backend call?); exiting without them" in line
-                   for line in srv.output), srv.output[-10:]
+        said = f"still busy {STUCK_THREAD_WAIT_S:.0f}s after the drain (a hung backend call?); exiting without them"
+        assert any(said in line for line in srv.output), srv.output[-10:]
 
 
 @pytest.mark.slow  # a loaded server drained by SIGTERM: about 25 s
