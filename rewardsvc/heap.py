@@ -57,7 +57,13 @@ def startup_heap() -> Iterator[None]:
     try:
         yield
     finally:
-        gc.collect()
-        gc.freeze()
-        if was_enabled:
-            gc.enable()
+        freeze_heap(enable=was_enabled)
+
+
+def freeze_heap(enable: bool = True) -> None:
+    """The end of a start-up run with gc paused: collect once, freeze what is left, then turn gc back on
+    (`enable`). For a start-up that no single `with` block spans (pytest's collection: tests/conftest.py)."""
+    gc.collect()
+    gc.freeze()
+    if enable:
+        gc.enable()

@@ -16,7 +16,7 @@ import pytest
 from support import ALL_SLOW, ServerProcess
 
 import rewardsvc  # noqa: F401  (first: it turns gRPC's fork handlers off before any test imports grpc)
-from rewardsvc.heap import skip_gc_at_exit
+from rewardsvc.heap import freeze_heap, skip_gc_at_exit
 
 # An xdist worker that imported torch and transformers spent 1-3 s at exit in the interpreter's last
 # collection, and the last worker's exit is the end of the run.
@@ -51,9 +51,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         # With the slow tests, every worker loads models: transformers' model code imported now joins the
         # frozen heap, so the tests' full collections do not walk it (the workers' gc: 8.7 -> 5.5 CPU-s).
         import transformers.modeling_utils  # noqa: F401
-    gc.collect()
-    gc.freeze()
-    gc.enable()
+    freeze_heap()  # gc was paused in pytest_configure
 
 
 def fast_lane(config: pytest.Config) -> bool:
