@@ -327,7 +327,8 @@ def test_runs_unchanged_under_torchrun_ddp(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "rewardsvc.trainers.cli", *rm_args(out, max_steps=2, batch_size=2, max_length=48, save_steps=2)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # TMPDIR: torchrun leaves a torchelastic_* log folder in the temp folder after every run.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summaries = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
